@@ -1,0 +1,69 @@
+# polyvox: two commands set everything up on a fresh Debian / Raspberry Pi OS (64-bit) machine.
+#   make demo   system packages + .venv + the runtime, then the bundled demo (no mic, no broker)
+#   make test   the same plus the training/dev extras, mosquitto and espeak-ng, then the whole suite
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_RUNTIME := espeak-ng portaudio19-dev libsndfile1 python3-venv python3-dev
+APT_TEST := mosquitto mosquitto-clients systemd sox
+# Extra voices for training only (Debian contrib / non-free): make models-deps
+APT_VOICES := flite festival libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
+  mbrola-de1 mbrola-de2 mbrola-de3 mbrola-de4 mbrola-de5 mbrola-de6 mbrola-de7 mbrola-fr1 mbrola-fr2 \
+  mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-es1 mbrola-es2 mbrola-es3 mbrola-es4 \
+  mbrola-mx1 mbrola-mx2 mbrola-vz1
+
+.PHONY: demo test lint models models-deps bench apt-runtime apt-test clean
+
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
+
+apt-runtime:
+	$(call apt_install,$(APT_RUNTIME))
+
+apt-test: apt-runtime
+	$(call apt_install,$(APT_TEST))
+
+$(VENV)/.runtime: pyproject.toml | apt-runtime
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.runtime
+	$(PY) -m pip install -q -e '.[train,dev]'
+	touch $@
+
+demo: $(VENV)/.runtime
+	$(VENV)/bin/polyvox demo
+
+test: apt-test $(VENV)/.dev
+	$(PY) -m ruff check edge quantize tests
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check edge quantize tests
+
+models-deps: apt-runtime
+	@grep -q "contrib non-free" /etc/apt/sources.list.d/debian.sources 2>/dev/null || \
+	  echo "note: MBROLA and Pico voices need Debian's contrib and non-free components enabled"
+	$(call apt_install,$(APT_VOICES))
+
+# Rebuild every shipped bundle (about 10 minutes per bundle on 2 cores); logs in .cache/logs.
+models: $(VENV)/.dev models-deps
+	$(PY) -m quantize embedding
+	for cat in models/catalog/*-command.toml models/catalog/*-wake.toml; do \
+	  name=$$(basename $$cat .toml); \
+	  $(PY) -m quantize -q build --catalog $$cat --out models/$$name 2>&1 | tee .cache/logs/$$name.log | tail -n 20; \
+	done
+
+bench: $(VENV)/.runtime
+	$(VENV)/bin/polyvox bench
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,185 @@
+"""The `polyvox` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from edge import __version__
+from edge.audio import AudioError
+from edge.bundle import BundleError, find_bundles, read_manifest
+from edge.config import DEFAULT_MODELS_DIR, LANGUAGES, ConfigError, load_config
+
+log = logging.getLogger("polyvox")
+DEMO_WAV = DEFAULT_MODELS_DIR / "demo" / "demo-en.wav"
+
+RUN_HELP = """\
+Listen and print what was heard. Every event is one JSON object per line on stdout (logs go
+to stderr): {"type": "command", "intent": "lights_on", "language": "en", "text": "lights on",
+"confidence": 0.93, "t_start": 1.23, "t_end": 2.01, ...}.
+
+examples:
+  polyvox run --source mic --language de            # German, default microphone
+  polyvox run --source kitchen.wav --wake off --json  # every utterance goes to the command model
+  arecord -f S16_LE -r 16000 -c 1 | polyvox run --source - --rate 16000
+  polyvox run --source mic --bundle my-words/        # your own vocabulary (python -m quantize build)
+"""
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", help="mic (default), a WAV file, or - for raw 16-bit mono PCM on stdin")
+    p.add_argument("--rate", dest="rate_hz", type=int, help="sample rate of PCM on stdin (default 16000)")
+    p.add_argument("--device", help="microphone index or name substring (see `polyvox devices`)")
+    p.add_argument("--language", help=f"language to listen for: {', '.join(LANGUAGES)} (default en)")
+    p.add_argument("--mode", choices=("command", "translate"), help="command (default) or translate")
+    p.add_argument("--target-language", dest="target_language", help="translation target language")
+    p.add_argument("--config", help="TOML config file; flags override it")
+    p.add_argument("--models-dir", dest="models_dir", help=f"where bundles live (default {DEFAULT_MODELS_DIR})")
+    p.add_argument("--bundle", dest="bundles", action="append",
+                   help="run this bundle directory instead of the language's defaults (repeatable)")
+    p.add_argument("--wake", choices=("auto", "on", "off"),
+                   help="on: commands only for a few seconds after the wake phrase; off: every utterance "
+                        "goes to the command model (push-to-talk, evaluation); auto (default): on when a "
+                        "wake model is loaded")
+    p.add_argument("--listen", dest="listen_s", type=float, help="seconds to listen for a command after wake")
+    p.add_argument("--sensitivity", type=float, help="0..1; higher fires more easily (default 0.5)")
+    p.add_argument("--json", action="store_true", default=None, help="events as JSON lines on stdout")
+    p.add_argument("--realtime", action="store_true", default=None, help="pace a WAV file at real time")
+    p.add_argument("--threads", dest="num_threads", type=int, help="TFLite threads (default 1)")
+    p.add_argument("--output", help="WAV file for spoken output (translate mode)")
+    p.add_argument("--mqtt", dest="mqtt_url", help="broker URL, mqtt://user:pass@host:port or mqtts://...")
+    p.add_argument("--metrics", action="store_true", help="print run metrics (RTF, stage costs) to stderr at exit")
+
+
+RUN_KEYS = ("source", "rate_hz", "device", "language", "mode", "target_language", "models_dir", "bundles", "wake",
+            "listen_s", "sensitivity", "json", "realtime", "num_threads", "output")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.runner import Runner, install_signal_handlers
+
+    overrides = {k: getattr(args, k, None) for k in RUN_KEYS}
+    cfg = load_config(args.config, overrides)
+    if args.mqtt_url:
+        from dataclasses import replace
+
+        cfg = replace(cfg, mqtt=replace(cfg.mqtt, url=args.mqtt_url))
+    if cfg.mqtt.url:
+        from edge.service import run_service
+
+        return run_service(cfg, print_metrics=args.metrics)
+    runner = Runner(cfg)
+    install_signal_handlers(runner)
+    metrics = runner.run()
+    if args.metrics:
+        print(json.dumps(metrics), file=sys.stderr)
+    return 0
+
+
+def cmd_devices(_args: argparse.Namespace) -> int:
+    from edge.audio import describe_devices
+
+    print(describe_devices())
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    root = Path(args.models_dir or DEFAULT_MODELS_DIR)
+    paths = find_bundles(root)
+    if not paths:
+        print(f"no model bundles in {root}")
+        return 0
+    for path in paths:
+        try:
+            m = read_manifest(path)
+        except BundleError as exc:
+            print(f"{path.name:<16} unusable: {exc}")
+            continue
+        metrics = m.get("metrics", {})
+        acc = metrics.get("heldout_int8_accuracy")
+        real = metrics.get("real", {})
+        real_txt = ""
+        if "fsdd_digits" in real:
+            real_txt = f", real EN digits {real['fsdd_digits']['accuracy']:.1%}"
+        if "wakewords" in real and "false_reject_rate" in real["wakewords"]:
+            real_txt = f", real FRR {real['wakewords']['false_reject_rate']:.1%}"
+        labels = [x for x in m.get("labels", []) if not x.startswith("_")]
+        acc_txt = f"held-out {acc:.1%}" if isinstance(acc, float) else "no accuracy recorded"
+        print(f"{path.name:<16} {m.get('language', '?'):<3} {m.get('task', '?'):<9} {len(labels):>3} labels  "
+              f"{acc_txt}{real_txt}")
+        if args.verbose and labels:
+            print("    " + ", ".join(labels))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the bundled English recording through the loop, with a readable transcript."""
+    from edge.config import RunConfig
+    from edge.runner import Runner
+
+    if not DEMO_WAV.is_file():
+        raise AudioError(f"demo recording '{DEMO_WAV}' is missing")
+    printed: list[str] = []
+
+    def show(event) -> None:
+        line = (f"{event.t_start:6.2f}-{event.t_end:6.2f} s  {event.type:<8} {event.intent:<16} "
+                f"\"{event.text}\"  ({event.confidence:.0%}, {event.language})")
+        printed.append(line)
+        print(line, flush=True)
+
+    cfg = RunConfig(source=str(DEMO_WAV), language="en", wake="auto", realtime=args.realtime)
+    print(f"polyvox {__version__} demo: {DEMO_WAV.name}, English, wake phrase \"computer\" then a command",
+          flush=True)
+    runner = Runner(cfg, sinks=[show])
+    metrics = runner.run()
+    print(f"{len(printed)} events; {metrics['audio_s']:.1f} s of audio, real-time factor {metrics['rtf']:.4f}, "
+          f"start-up {metrics['startup_s']:.2f} s")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polyvox", description=(
+        "Offline, multilingual voice commands for Raspberry Pi-class devices. Nothing leaves the box."))
+    parser.add_argument("--version", action="version", version=f"polyvox {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="listen and emit events", description=RUN_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run_args(p)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("devices", help="list audio input and output devices")
+    p.set_defaults(func=cmd_devices)
+    p = sub.add_parser("models", help="list model bundles with language, task, labels and accuracy")
+    p.add_argument("--models-dir", dest="models_dir")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("demo", help="run the bundled demo recording (no microphone or broker needed)")
+    p.add_argument("--realtime", action="store_true", help="play it at real-time pace")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("bench", help="benchmark the loop on a fixed 60 s recording (RTF, RSS, latency)")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the test recording")
+    p.add_argument("--language", default="en")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, BundleError, AudioError) as exc:
+        print(f"polyvox: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

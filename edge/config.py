@@ -1,0 +1,152 @@
+"""Run configuration: a TOML file (stdlib tomllib) overridden by CLI flags.
+
+Unknown keys and bad values are errors that name the key (ConfigError, one line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from edge.frontend import FrontendConfig
+from edge.vad import VadConfig
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+LANGUAGES = ("zh", "en", "de", "fr", "es")
+MODES = ("command", "translate")
+
+
+class ConfigError(Exception):
+    """A bad configuration; the message names the key."""
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    url: str = ""
+    """mqtt://user:pass@host:port or mqtts://...; empty = no broker (events on stdout)."""
+    device_id: str = ""
+    """Topic base is polyvox/<device_id>; empty = the hostname."""
+    username: str = ""
+    password: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    discovery_prefix: str = "homeassistant"
+    state_interval_s: float = 30.0
+    queue_max_events: int = 1000
+    reconnect_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    source: str = "mic"
+    """mic, a WAV path, or - for raw 16-bit PCM on stdin."""
+    rate_hz: int = 16000
+    """Sample rate of raw PCM on stdin."""
+    device: str = ""
+    """Microphone: index or name substring; empty = the default input."""
+    output_device: str = ""
+    language: str = "en"
+    mode: str = "command"
+    target_language: str = "en"
+    models_dir: str = str(DEFAULT_MODELS_DIR)
+    bundles: tuple[str, ...] = ()
+    """Explicit bundle directories; replaces the language's default bundles."""
+    wake: str = "auto"
+    listen_s: float = 5.0
+    sensitivity: float = 0.5
+    json: bool = False
+    realtime: bool = False
+    num_threads: int = 1
+    chunk_samples: int = 1280
+    output: str = ""
+    """WAV file for spoken output (translation mode); empty = the speaker."""
+    vad: VadConfig = field(default_factory=VadConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+
+
+def _check(cfg: RunConfig) -> RunConfig:
+    if cfg.language not in LANGUAGES and cfg.language != "auto":
+        raise ConfigError(f"language: unknown language {cfg.language!r} (choose from {', '.join(LANGUAGES)})")
+    if cfg.target_language not in LANGUAGES:
+        raise ConfigError(f"target_language: unknown language {cfg.target_language!r}")
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode: must be one of {', '.join(MODES)}, not {cfg.mode!r}")
+    if cfg.wake not in ("auto", "on", "off"):
+        raise ConfigError(f"wake: must be auto, on or off, not {cfg.wake!r}")
+    if not 0.0 <= cfg.sensitivity <= 1.0:
+        raise ConfigError(f"sensitivity: must be between 0 and 1, not {cfg.sensitivity}")
+    if cfg.num_threads < 1 or cfg.chunk_samples < 160 or cfg.rate_hz < 4000 or cfg.listen_s <= 0:
+        raise ConfigError("num_threads, chunk_samples (>= 160), rate_hz (>= 4000) or listen_s is out of range")
+    return cfg
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"{name}: unknown key")
+        default = fields[key].default if fields[key].default is not dataclasses.MISSING else None
+        if key == "vad":
+            kwargs[key] = _nested(VadConfig, value, name)
+        elif key == "mqtt":
+            kwargs[key] = _nested(MqttConfig, value, name)
+        elif key == "bundles":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name}: must be a list of paths")
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = _typed(value, default, name)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from None
+
+
+def _nested(cls: type, value: Any, name: str) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: must be a table")
+    return _build(cls, value, f"{name}.")
+
+
+def _typed(value: Any, default: Any, name: str) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: must be true or false, not {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: must be an integer, not {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name}: must be a number, not {value!r}")
+        value = float(value)
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{name}: must be a string, not {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read TOML (if given), apply CLI overrides (None values are ignored), validate."""
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file '{path}' does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = list(value) if isinstance(value, tuple | list) else value
+    return _check(_build(RunConfig, data, ""))
+
+
+def frontend_config() -> FrontendConfig:
+    """The runtime's frontend. Models must have been built for it (their hash must match)."""
+    return FrontendConfig()

@@ -1,0 +1,250 @@
+"""The data path, top to bottom: samples → frames → features → models → decisions → events.
+
+    audio chunk ─► Frontend (10 ms log-mel frames) ─► Vad (utterance start/end)
+                          │
+                          └─► Embedder (96-d every 80 ms) ─► wake heads ─► WakeDecider ─► wake event
+                                                          └─► command heads at each utterance end
+                                                                ─► decide_command ─► command event
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import Bundle, BundleError, load_bundle
+from edge.decisions import DecisionConfig, WakeDecider, decide_command
+from edge.events import Event
+from edge.frontend import Frontend, FrontendConfig
+from edge.models import Embedder, StatefulHead, WindowHead
+from edge.vad import Vad, VadConfig
+
+log = logging.getLogger(__name__)
+
+STAGES = ("frontend", "vad", "embedding", "wake", "command")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    wake: str = "auto"
+    """on: commands only within listen_s after a wake phrase; off: every utterance goes to the
+    command models; auto: on when a wake model is loaded."""
+    listen_s: float = 5.0
+    sensitivity: float = 0.5
+    num_threads: int = 1
+
+
+@dataclass
+class Head:
+    """A loaded bundle with its runner and decision rule."""
+
+    bundle: Bundle
+    runner: WindowHead | StatefulHead
+    decision: DecisionConfig
+    wake: WakeDecider | None = None
+
+
+@dataclass
+class ModelSet:
+    """Everything one language needs; built off the audio thread, swapped in whole."""
+
+    heads: list[Head]
+    embedder: Embedder | None
+    language: str
+    load_s: float = 0.0
+
+    @property
+    def wake_heads(self) -> list[Head]:
+        return [h for h in self.heads if h.bundle.task == "wake"]
+
+    @property
+    def command_heads(self) -> list[Head]:
+        return [h for h in self.heads if h.bundle.task in ("command", "phrase")]
+
+    def summary(self) -> list[dict]:
+        return [h.bundle.summary() for h in self.heads]
+
+    @property
+    def intents(self) -> list[str]:
+        return sorted({lab for h in self.heads for lab in h.bundle.labels if not lab.startswith("_")})
+
+
+def load_models(paths: list[Path], frontend: FrontendConfig, num_threads: int = 1) -> ModelSet:
+    """Load and validate bundles; all embedding heads share one embedder."""
+    t0 = time.perf_counter()
+    bundles = [load_bundle(p, frontend) for p in paths]
+    if not bundles:
+        raise BundleError("no model bundles to load")
+    embedder = None
+    emb_paths = {b.embedding_path for b in bundles if b.input_features == "embedding"}
+    if len(emb_paths) > 1:
+        raise BundleError("bundles use different embedding models: " + ", ".join(sorted(map(str, emb_paths))))
+    if emb_paths:
+        embedder = Embedder(emb_paths.pop(), frontend, num_threads)
+    heads = []
+    for b in bundles:
+        fill = embedder.silence_embedding if b.input_features == "embedding" else None
+        runner = StatefulHead(b, num_threads) if b.state else WindowHead(b, num_threads, fill)
+        decision = DecisionConfig.from_manifest(b.decision)
+        wake = WakeDecider(b.labels, decision) if b.task == "wake" else None
+        heads.append(Head(b, runner, decision, wake))
+    languages = sorted({b.language for b in bundles})
+    return ModelSet(heads, embedder, "+".join(languages), time.perf_counter() - t0)
+
+
+@dataclass
+class Metrics:
+    audio_s: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    dropped_frames: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    events: int = 0
+
+    @property
+    def rtf(self) -> float:
+        return sum(self.cpu_s.values()) / self.audio_s if self.audio_s else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "audio_s": round(self.audio_s, 3),
+            "rtf": round(self.rtf, 5),
+            "stage_rtf": {k: round(v / self.audio_s, 6) if self.audio_s else 0.0 for k, v in self.cpu_s.items()},
+            "dropped_frames": self.dropped_frames,
+            "events": self.events,
+            "latency_s_mean": round(float(np.mean(self.latencies_s)), 3) if self.latencies_s else None,
+        }
+
+
+class Pipeline:
+    def __init__(self, cfg: PipelineConfig, models: ModelSet) -> None:
+        self.cfg = cfg
+        self.frontend = Frontend(cfg.frontend)
+        self.vad = Vad(cfg.vad)
+        self.metrics = Metrics()
+        self.sensitivity = cfg.sensitivity
+        self.muted = False
+        self._pending: ModelSet | None = None
+        self._frame_s = cfg.frontend.hop_samples / cfg.frontend.sample_rate_hz
+        self._center_s = cfg.frontend.fft_size / 2 / cfg.frontend.sample_rate_hz
+        self.frame = 0
+        self._install(models)
+
+    # -- model swapping (called from other threads; applied between chunks) -------------
+    def swap_models(self, models: ModelSet) -> None:
+        self._pending = models
+
+    def _install(self, models: ModelSet) -> None:
+        self.models = models
+        for h in models.heads:
+            h.runner.reset()
+            if h.wake:
+                h.wake.reset()
+        if models.embedder:
+            models.embedder.reset()
+        self.wake_on = models.wake_heads != [] if self.cfg.wake == "auto" else self.cfg.wake == "on"
+        self._listen_until = -1.0
+        self._wake_time = -1.0
+
+    def time_of(self, frame: int) -> float:
+        return frame * self._frame_s + self._center_s
+
+    # -- the loop ------------------------------------------------------------------------
+    def feed(self, samples: np.ndarray) -> list[Event]:
+        if self._pending is not None:
+            models, self._pending = self._pending, None
+            self._install(models)
+            log.info("now listening in %s", models.language)
+        cpu = self.metrics.cpu_s
+        self.metrics.audio_s += len(samples) / self.cfg.frontend.sample_rate_hz
+        clock = time.process_time
+
+        t0 = clock()
+        if self.muted:
+            samples = np.zeros(len(samples), dtype=np.float32)
+        feats = self.frontend.process(samples)
+        energy, flatness = self.frontend.energy_db, self.frontend.flatness
+        cpu["frontend"] += clock() - t0
+
+        events: list[Event] = []
+        models = self.models
+        for i in range(len(feats)):
+            t = self.time_of(self.frame)
+            self.frame += 1
+
+            t0 = clock()
+            utterance = self.vad.step(float(energy[i]), float(flatness[i]))
+            t1 = clock()
+            cpu["vad"] += t1 - t0
+
+            embedding = models.embedder.push(feats[i]) if models.embedder else None
+            t2 = clock()
+            cpu["embedding"] += t2 - t1
+
+            for head in models.heads:
+                vector = embedding if head.bundle.input_features == "embedding" else feats[i]
+                if vector is not None:
+                    head.runner.push(vector)
+            for head in models.wake_heads:
+                if embedding is None and head.bundle.input_features == "embedding":
+                    continue
+                if head.runner.steps % head.bundle.hop:
+                    continue
+                event = self._wake(head, t)
+                if event:
+                    events.append(event)
+            t3 = clock()
+            cpu["wake"] += t3 - t2
+
+            if utterance is not None:
+                event = self._command(utterance.start_frame, utterance.end_frame, t)
+                if event:
+                    events.append(event)
+            cpu["command"] += clock() - t3
+
+        self.metrics.events += len(events)
+        self.metrics.latencies_s.extend(e.t_emit - e.t_end for e in events)
+        return events
+
+    def finish(self) -> list[Event]:
+        """End of stream: let the VAD hear its hangover of silence so a last utterance closes."""
+        pad = int((self.cfg.vad.hangover_s + 0.1) * self.cfg.frontend.sample_rate_hz)
+        audio_s = self.metrics.audio_s
+        events = self.feed(np.zeros(pad, dtype=np.float32))
+        self.metrics.audio_s = audio_s
+        return events
+
+    # -- decisions -----------------------------------------------------------------------
+    def _wake(self, head: Head, t: float) -> Event | None:
+        probs = head.runner.scores()
+        hit = head.wake.update(probs, t, self.sensitivity)
+        if hit is None:
+            return None
+        label, confidence = hit
+        self._listen_until = t + self.cfg.listen_s
+        self._wake_time = t
+        start = self.time_of(self.vad.start_frame) if self.vad.in_speech else t - 1.0
+        return Event("wake", label, head.bundle.language, head.bundle.texts.get(label, label),
+                     confidence, start, t, t, head.bundle.name)
+
+    def _command(self, start_frame: int, end_frame: int, t: float) -> Event | None:
+        t_start, t_end = self.time_of(start_frame), self.time_of(end_frame)
+        # With wake on, only utterances that begin after the wake phrase, within the listening window.
+        if self.wake_on and not (self._wake_time - 0.2 <= t_start <= self._listen_until):
+            return None
+        best: Event | None = None
+        for head in self.models.command_heads:
+            probs = head.runner.scores()
+            hit = decide_command(head.bundle.labels, probs, head.decision, self.sensitivity)
+            if hit and (best is None or hit[1] > best.confidence):
+                label, confidence = hit
+                best = Event("command", label, head.bundle.language, head.bundle.texts.get(label, label),
+                             confidence, t_start, t_end, t, head.bundle.name)
+        if best is not None and self.wake_on:
+            self._listen_until = -1.0
+        return best

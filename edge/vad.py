@@ -1,0 +1,99 @@
+"""Energy + spectral voice activity detection with hangover, giving utterance start and end.
+
+A frame is speech-like when its speech-band energy stands `threshold_db` above a tracked
+noise floor and its spectrum is not flat (noise is flat, voiced speech is peaky). An
+utterance starts after `start_frames` speech-like frames in a row and ends after
+`hangover_s` without any.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    threshold_db: float = 10.0
+    """Energy above the noise floor that counts as speech."""
+    min_energy_db: float = 55.0
+    """Absolute speech-band energy below which nothing is speech (int16 scale, 10·log10)."""
+    max_flatness: float = 0.5
+    """Spectral flatness (0 = tonal, 1 = white noise) above which a frame is not speech."""
+    start_frames: int = 5
+    """Speech-like frames in a row that open an utterance (50 ms)."""
+    hangover_s: float = 0.3
+    """Silence that closes an utterance."""
+    min_utterance_s: float = 0.15
+    max_utterance_s: float = 4.0
+    floor_window_s: float = 1.5
+    """The noise floor is the quietest frame of this much recent audio (minimum statistics)."""
+    frame_s: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.hangover_s <= 0 or self.start_frames < 1 or not 0 < self.max_flatness <= 1:
+            raise ValueError("vad: hangover_s must be > 0, start_frames >= 1, max_flatness in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    start_frame: int
+    end_frame: int
+    """One past the last speech-like frame."""
+
+
+class Vad:
+    """Feed frame energies and flatness one frame at a time; `step` returns an Utterance when
+    one has just ended (hangover elapsed), else None. `in_speech` tells whether one is open."""
+
+    def __init__(self, cfg: VadConfig | None = None) -> None:
+        self.cfg = cfg or VadConfig()
+        self._hangover = max(1, round(self.cfg.hangover_s / self.cfg.frame_s))
+        self._max_frames = round(self.cfg.max_utterance_s / self.cfg.frame_s)
+        self._min_frames = round(self.cfg.min_utterance_s / self.cfg.frame_s)
+        self._energies = np.full(max(1, round(self.cfg.floor_window_s / self.cfg.frame_s)), np.inf)
+        self.reset()
+
+    def reset(self) -> None:
+        self.floor_db = np.inf
+        self._energies[:] = np.inf
+        self.frame = 0
+        self.in_speech = False
+        self.start_frame = 0
+        self._run = 0
+        self._last_speech = 0
+
+    def is_speech_like(self, energy_db: float, flatness: float) -> bool:
+        return (
+            energy_db > self.floor_db + self.cfg.threshold_db
+            and energy_db > self.cfg.min_energy_db
+            and flatness < self.cfg.max_flatness
+        )
+
+    def step(self, energy_db: float, flatness: float) -> Utterance | None:
+        cfg = self.cfg
+        # Minimum statistics: speech has gaps, so the quietest recent frame is the noise; a
+        # permanent new noise lifts the floor within floor_window_s.
+        self._energies[self.frame % len(self._energies)] = energy_db
+        self.floor_db = float(self._energies.min())
+        speechy = self.is_speech_like(energy_db, flatness)
+        t = self.frame
+        self.frame += 1
+        if not self.in_speech:
+            self._run = self._run + 1 if speechy else 0
+            if self._run >= cfg.start_frames:
+                self.in_speech = True
+                self.start_frame = t - self._run + 1
+                self._last_speech = t
+            return None
+        if speechy:
+            self._last_speech = t
+        too_long = t - self.start_frame >= self._max_frames
+        if t - self._last_speech >= self._hangover or too_long:
+            self.in_speech = False
+            self._run = 0
+            end = self._last_speech + 1
+            if end - self.start_frame >= self._min_frames:
+                return Utterance(self.start_frame, end)
+        return None

@@ -1,0 +1,95 @@
+"""python -m quantize {embedding,build,build-all,evaluate}: see --help of each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+
+
+def _embedding(args: argparse.Namespace) -> int:
+    from edge.frontend import FrontendConfig
+    from quantize.embedding import build_embedding_bundle
+    from quantize.voices import Voice, synthesize
+
+    speech = [synthesize(t, Voice("espeak", v, "en")) for t in ("turn on the lights", "seven", "what time is it")
+              for v in ("en-us", "en-gb+f3")]
+    manifest = build_embedding_bundle(Path(args.out), speech, FrontendConfig())
+    print(json.dumps(manifest["quantization"], indent=2))
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from quantize.build import BuildOptions, build
+    from quantize.report import write_report
+
+    opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
+                        embedding_dir=Path(args.embedding))
+    out = Path(args.out)
+    manifest = build(Path(args.catalog), out, opts)
+    if not args.no_real:
+        from quantize.realdev import evaluate_real
+
+        real = evaluate_real(out, progress=not args.quiet)
+        if real:
+            manifest["metrics"]["real"] = real
+            (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_report(out, manifest)
+    print(json.dumps(manifest["metrics"], indent=2, ensure_ascii=False))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from quantize.evaluate import evaluate_commands, read_labelled
+
+    items = read_labelled(Path(args.data))
+    if not items:
+        print(f"error: no labelled audio found in {args.data}", file=sys.stderr)
+        return 2
+    res = evaluate_commands(Path(args.bundle), items, progress=not args.quiet)
+    print(json.dumps(res.to_dict(), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m quantize", description=(
+        "polyvox toolchain: turn a phrase catalog (TOML) into an int8 TFLite model bundle, from text alone."))
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("embedding", help="quantize the pretrained speech embedding into models/embedding")
+    p.add_argument("--out", default=str(MODELS / "embedding"))
+    p.set_defaults(func=_embedding)
+
+    p = sub.add_parser("build", help="build one bundle from a catalog: synthesize, augment, train, int8, evaluate")
+    p.add_argument("--catalog", required=True, help="catalog TOML (see models/catalog/)")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--quick", action="store_true", help="few voices, one augmentation, short training (tests)")
+    p.add_argument("--arch", action="append", choices=("dense", "cnn", "gru", "dscnn"),
+                   help="candidate architecture (repeatable); default: dense+cnn for commands, dense for wake")
+    p.add_argument("--workers", type=int, default=2, help="processes for synthesis and features")
+    p.add_argument("--embedding", default=str(MODELS / "embedding"), help="speech-embedding bundle")
+    p.add_argument("--no-real", action="store_true", help="skip evaluation on ../shared/data/real-dev")
+    p.set_defaults(func=_build)
+
+    p = sub.add_parser("evaluate", help="evaluate a bundle through the edge loop on labelled audio")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--data", required=True, help="folder of FSDD-style digit WAVs, or a TSV of file<TAB>intent")
+    p.set_defaults(func=_evaluate)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

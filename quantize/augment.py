@@ -1,0 +1,146 @@
+"""Augmentation aimed at the synthetic-to-real gap, and synthetic noises.
+
+Every function takes a seeded numpy Generator, so a corpus is reproducible from its recipe.
+Audio is float32 on the int16 scale at 16 kHz.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from math import gcd
+
+import numpy as np
+from scipy import signal
+
+RATE = 16000
+
+
+@dataclass(frozen=True)
+class AugmentRecipe:
+    speed_range: tuple[float, float] = (0.88, 1.12)
+    """Resampling factor: tempo, pitch and vocal-tract length move together."""
+    noise_prob: float = 0.8
+    snr_db_range: tuple[float, float] = (5.0, 30.0)
+    reverb_prob: float = 0.5
+    rt60_s_range: tuple[float, float] = (0.1, 0.7)
+    bandlimit_prob: float = 0.35
+    """Telephone band (300-3400 Hz, through 8 kHz) or a random cheap-microphone tilt."""
+    level_dbfs_range: tuple[float, float] = (-38.0, -8.0)
+    clip_prob: float = 0.05
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def speed(x: np.ndarray, factor: float) -> np.ndarray:
+    """Play `factor` times faster (shorter, higher) by resampling."""
+    up = 100
+    down = int(round(100 * factor))
+    g = gcd(up, down)
+    return signal.resample_poly(x, up // g, down // g).astype(np.float32)
+
+
+def colored_noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    white = rng.standard_normal(n).astype(np.float32)
+    if kind == "white":
+        return white
+    spec = np.fft.rfft(white)
+    f = np.maximum(np.fft.rfftfreq(n, 1 / RATE), 20.0)
+    shape = {"pink": 1 / np.sqrt(f), "brown": 1 / f, "blue": np.sqrt(f)}[kind]
+    out = np.fft.irfft(spec * shape, n).astype(np.float32)
+    return out / (np.std(out) + 1e-9)
+
+
+def hum(n: int, rng: np.random.Generator) -> np.ndarray:
+    base = rng.choice([50.0, 60.0])
+    t = np.arange(n) / RATE
+    out = sum(np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6.28)) / k for k in range(1, 6))
+    return (out + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+
+def make_noise(n: int, rng: np.random.Generator, babble: list[np.ndarray] | None = None) -> np.ndarray:
+    """Unit-RMS noise of length n: white, pink, brown, hum, or babble from synthetic speech."""
+    kinds = ["white", "pink", "brown", "hum"] + (["babble", "babble"] if babble else [])
+    kind = kinds[rng.integers(len(kinds))]
+    if kind == "hum":
+        out = hum(n, rng)
+    elif kind == "babble":
+        out = np.zeros(n, dtype=np.float32)
+        for _ in range(rng.integers(3, 7)):
+            clip = babble[rng.integers(len(babble))].astype(np.float32)
+            reps = int(np.ceil(n / max(len(clip), 1))) + 1
+            long = np.tile(clip, reps)
+            off = rng.integers(0, max(1, len(long) - n))
+            out += long[off : off + n] / (np.std(clip) + 1e-9)
+    else:
+        out = colored_noise(n, kind, rng)
+    return out / (np.sqrt(np.mean(out**2)) + 1e-9)
+
+
+def room_impulse(rng: np.random.Generator, rt60_s: float) -> np.ndarray:
+    """Exponentially decaying noise tail with a direct path: a cheap simulated room."""
+    n = int(rt60_s * RATE)
+    t = np.arange(n) / RATE
+    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60_s)
+    tail = signal.lfilter([1.0], [1.0, -0.6], tail)  # rooms absorb highs more than lows
+    ir = np.zeros(n, dtype=np.float32)
+    ir[0] = 1.0
+    ir += (0.3 * tail / (np.sqrt(np.sum(tail**2)) + 1e-9)).astype(np.float32)
+    return ir
+
+
+def bandlimit(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if rng.random() < 0.5:
+        # Telephone / 8 kHz recording: through 8 kHz and back, plus a 300 Hz high-pass.
+        y = signal.resample_poly(signal.resample_poly(x, 1, 2), 2, 1)[: len(x)]
+        sos = signal.butter(2, 300, "highpass", fs=RATE, output="sos")
+        return signal.sosfilt(sos, y).astype(np.float32)
+    # Cheap microphone: random high-pass and low-pass corners.
+    lo = rng.uniform(80, 400)
+    hi = rng.uniform(3500, 7500)
+    sos = signal.butter(2, [lo, hi], "bandpass", fs=RATE, output="sos")
+    return signal.sosfilt(sos, x).astype(np.float32)
+
+
+def set_level(x: np.ndarray, dbfs: float) -> np.ndarray:
+    rms = np.sqrt(np.mean(x**2)) + 1e-9
+    return x * (32768.0 * 10 ** (dbfs / 20) / rms)
+
+
+def augment(
+    speech: np.ndarray,
+    rng: np.random.Generator,
+    recipe: AugmentRecipe,
+    lead_s: float,
+    total_s: float,
+    babble: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Place speech at `lead_s` in a `total_s` window and make it sound recorded.
+    Returns (audio float32, sample index where the speech ends)."""
+    x = speech.astype(np.float32)
+    x = speed(x, rng.uniform(*recipe.speed_range))
+    if rng.random() < recipe.reverb_prob:
+        x = signal.fftconvolve(x, room_impulse(rng, rng.uniform(*recipe.rt60_s_range)))[: len(x) + 1600]
+        x = x.astype(np.float32)
+    n = int(total_s * RATE)
+    start = int(lead_s * RATE)
+    out = np.zeros(max(n, start + len(x)), dtype=np.float32)
+    out[start : start + len(x)] = x
+    end = start + len(speech_region(x))
+    if rng.random() < recipe.bandlimit_prob:
+        out = bandlimit(out, rng)
+    out = set_level(out, rng.uniform(*recipe.level_dbfs_range))
+    if rng.random() < recipe.noise_prob:
+        snr = rng.uniform(*recipe.snr_db_range)
+        speech_rms = np.sqrt(np.mean(out[start : start + len(x)] ** 2)) + 1e-9
+        out += make_noise(len(out), rng, babble) * speech_rms / 10 ** (snr / 20)
+    if rng.random() < recipe.clip_prob:
+        out *= rng.uniform(2, 6)
+    return np.clip(out, -32768, 32767), end
+
+
+def speech_region(x: np.ndarray) -> np.ndarray:
+    """The part of x up to its last sample above 2% of its peak (reverb tails excluded)."""
+    env = np.abs(x)
+    idx = np.flatnonzero(env > 0.02 * (env.max() + 1e-9))
+    return x[: idx[-1] + 1] if len(idx) else x[:0]

@@ -1,0 +1,283 @@
+"""`python -m quantize build`: catalog → synthetic corpus → features → Keras → int8 → bundle.
+
+Steps, each cached or cheap to rerun:
+1. voices for the language, whole voices held out for evaluation;
+2. examples: every phrasing × voice × augmentation, negatives, noise;
+3. features through the edge frontend, VAD and embedding (cached by recipe hash);
+4. train candidate architectures, keep the best on held-out voices;
+5. full-integer int8 conversion and the parity gate (int8 within 1 point of float);
+6. threshold calibration, evaluation through the edge loop, report and manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import SCHEMA_VERSION, UNKNOWN, load_bundle
+from edge.frontend import FrontendConfig
+from edge.vad import VadConfig
+from quantize.augment import AugmentRecipe
+from quantize.catalog import Catalog, load_catalog
+from quantize.convert import io_specs, tflite_predict, to_int8_tflite
+from quantize.corpus import MEL_WINDOW, WINDOW, CorpusRecipe, Example, build_features
+from quantize.util import sha256_file
+from quantize.voices import Prosody, Voice, available_voices, split_voices
+
+log = logging.getLogger(__name__)
+
+MAX_MODEL_BYTES = 150_000
+PARITY_POINTS = 1.0
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    quick: bool = False
+    workers: int = 2
+    archs: tuple[str, ...] = ()
+    """Candidate architectures; empty = the task's default set."""
+    embedding_dir: Path = Path(__file__).resolve().parent.parent / "models" / "embedding"
+    max_espeak_voices: int = 40
+    train_reps: int = 2
+    progress: bool = True
+    seed: int = 0
+
+
+def _stable(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[Voice]]:
+    voices = available_voices(language)
+    if not voices:
+        raise RuntimeError(f"no TTS voice speaks {language!r}; install espeak-ng")
+    espeak = sorted((v for v in voices if v.engine == "espeak"), key=lambda v: _stable(v.id))
+    others = [v for v in voices if v.engine != "espeak"]
+    voices = espeak[: opts.max_espeak_voices] + others
+    train, held = split_voices(voices, 0.2)
+    if opts.quick:
+        train = sorted(train, key=lambda v: _stable(v.id))[:6]
+        held = sorted(held, key=lambda v: _stable(v.id))[:2]
+    return train, held
+
+
+def _prosody(rng: np.random.Generator, voice: Voice, jitter: bool) -> Prosody:
+    if not jitter:
+        return Prosody()
+    return Prosody(rate=float(rng.uniform(0.8, 1.25)), pitch=int(rng.integers(25, 75)),
+                   word_gap=int(rng.integers(0, 4)) if voice.engine == "espeak" else 0)
+
+
+def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: list[Voice], opts: BuildOptions,
+                  extra_negatives: list[str]) -> list[Example]:
+    rng = np.random.default_rng(opts.seed)
+    out: list[Example] = []
+    reps = 1 if opts.quick else opts.train_reps
+    pos_reps = (3 if opts.quick else reps) * (6 if cat.task == "wake" else 1)
+
+    def add(text: str, label: int, voices: list[Voice], n: int, split: str) -> None:
+        for v in voices:
+            for _ in range(n):
+                seed = int(rng.integers(2**31))
+                out.append(Example(text, label, v, _prosody(rng, v, split == "train"), seed, split))
+
+    for intent, phrasings in cat.intents.items():
+        label = labels.index(intent)
+        for text in phrasings:
+            add(text, label, train, pos_reps, "train")
+            add(text, label, held, 1, "heldout")
+    negatives = list(cat.negatives) + extra_negatives
+    n_pos_per_label = len(out) / max(1, len(cat.intents))
+    # The unknown class gets about twice an intent's share, spread over the negative phrases.
+    per_phrase = max(1, int(round(2 * n_pos_per_label / max(1, len(negatives)) / max(1, len(train)))))
+    for text in negatives:
+        voices = train if per_phrase >= 1 else train[:1]
+        add(text, 0, voices, per_phrase if cat.task == "command" else per_phrase + 1, "train")
+        add(text, 0, held[:2], 1, "heldout")
+    n_noise = max(20, len(out) // 20)
+    for i in range(n_noise):
+        out.append(Example("", 0, None, Prosody(), int(rng.integers(2**31)), "heldout" if i % 5 == 0 else "train"))
+    return out
+
+
+def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(probs, axis=1) == y)) if len(y) else 0.0
+
+
+def calibrate_command_threshold(probs: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
+    """Lowest threshold at which at most 3% of held-out unknown examples are accepted as an
+    intent, clipped to [0.3, 0.8]; real voices score lower than synthetic ones, so lower is
+    kinder to them (see the report for the real-speech effect)."""
+    top = probs.max(axis=1)
+    pred = probs.argmax(axis=1)
+    unknown = y == 0
+    chosen = 0.8
+    for thr in np.arange(0.3, 0.81, 0.05):
+        fa = np.mean((pred[unknown] != 0) & (top[unknown] >= thr)) if unknown.any() else 0.0
+        if fa <= 0.03:
+            chosen = float(thr)
+            break
+    known = ~unknown
+    acc = np.mean((pred[known] == y[known]) & (top[known] >= chosen)) if known.any() else 0.0
+    fa = np.mean((pred[unknown] != 0) & (top[unknown] >= chosen)) if unknown.any() else 0.0
+    return round(chosen, 2), {"heldout_accept_accuracy": round(float(acc), 4),
+                              "heldout_unknown_false_accept": round(float(fa), 4)}
+
+
+def build(catalog_path: Path, out_dir: Path, opts: BuildOptions) -> dict:
+    t_start = time.time()
+    cat = load_catalog(catalog_path)
+    labels = [UNKNOWN] + (["wake"] if cat.task == "wake" else cat.labels)
+    emb_bundle = load_bundle(opts.embedding_dir)
+    frontend: FrontendConfig = emb_bundle.frontend
+    vad = VadConfig()
+    train_v, held_v = choose_voices(cat.language, opts)
+    log.info("%s: %d training voices, %d held-out voices", cat.name, len(train_v), len(held_v))
+
+    extra_neg: list[str] = []
+    if cat.task == "wake":
+        sibling = catalog_path.with_name(f"{cat.language}-command.toml")
+        if sibling.is_file():
+            extra_neg = [p for ps in load_catalog(sibling).intents.values() for p in ps[:1]]
+            if opts.quick:
+                extra_neg = extra_neg[:6]
+    examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg)
+    babble = [(t, v) for t, v in zip(cat.negatives[:8], train_v * 8, strict=False)]
+    recipe = CorpusRecipe(cat.task, frontend, vad, AugmentRecipe())
+    log.info("%s: %d examples", cat.name, len(examples))
+    t0 = time.time()
+    data = build_features(examples, recipe, emb_bundle.model_path, babble, opts.workers, opts.progress)
+    t_features = time.time() - t0
+    held = data["heldout"]
+    y = data["label"]
+    archs = opts.archs or (("dense",) if opts.quick else (("dense", "cnn") if cat.task == "command" else ("dense",)))
+
+    from quantize.train import TrainConfig, predict, train
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    candidates = []
+    for arch in archs:
+        x = data["mel"] if arch == "dscnn" else data["emb"]
+        cfg = TrainConfig(arch=arch, epochs=30 if opts.quick else 40, seed=opts.seed)
+        t0 = time.time()
+        model = train(x[~held], y[~held], len(labels), cfg, progress=opts.progress)
+        t_train = time.time() - t0
+        float_acc = _accuracy(predict(model, x[held]), y[held])
+        tfl = out_dir / f".candidate-{arch}.tflite"
+        to_int8_tflite(model, x[~held], tfl)
+        int8_probs = tflite_predict(tfl, x[held])
+        int8_acc = _accuracy(int8_probs, y[held])
+        size = tfl.stat().st_size
+        log.info("%s %s: float %.4f int8 %.4f, %d bytes, trained in %.0f s", cat.name, arch, float_acc, int8_acc,
+                 size, t_train)
+        candidates.append({"arch": arch, "float_accuracy": round(float_acc, 4), "int8_accuracy": round(int8_acc, 4),
+                           "bytes": size, "train_s": round(t_train, 1), "path": tfl, "probs": int8_probs,
+                           "features": "mel" if arch == "dscnn" else "embedding"})
+    fitting = [c for c in candidates if c["bytes"] <= MAX_MODEL_BYTES] or candidates
+    best = max(fitting, key=lambda c: (c["int8_accuracy"], -c["bytes"]))
+    parity_ok = best["float_accuracy"] - best["int8_accuracy"] <= PARITY_POINTS / 100
+    if not parity_ok and not opts.quick:
+        raise RuntimeError(f"{cat.name}: int8 accuracy {best['int8_accuracy']:.4f} is more than {PARITY_POINTS} point "
+                           f"below float {best['float_accuracy']:.4f}; parity gate failed")
+    (out_dir / "model.tflite").write_bytes(best["path"].read_bytes())
+    for c in candidates:
+        c["path"].unlink()
+
+    spec_in, spec_out, name_in, name_out = io_specs(out_dir / "model.tflite")
+    probs = best["probs"]
+    decision: dict = {"refractory_s": 1.5}
+    calib: dict = {}
+    if cat.task == "wake":
+        decision.update(_calibrate_wake(probs, y[held]))
+    else:
+        thr, calib = calibrate_command_threshold(probs, y[held])
+        decision["threshold"] = thr
+    held_voices = sorted({v.id for v in held_v})
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "name": out_dir.name,
+        "version": time.strftime("%Y%m%d"),
+        "language": cat.language,
+        "task": cat.task,
+        "labels": labels,
+        "texts": {lab: cat.text_of(lab) for lab in labels if lab in cat.intents},
+        "input_features": best["features"],
+        "window": WINDOW if best["features"] == "embedding" else MEL_WINDOW,
+        "hop": 2 if cat.task == "wake" else 1,
+        "input": spec_in.to_dict() | {"name": name_in},
+        "output": spec_out.to_dict() | {"name": name_out},
+        "frontend": {"config": frontend.to_dict(), "hash": frontend.hash},
+        "decision": decision,
+        "sha256": sha256_file(out_dir / "model.tflite"),
+        "quantization": {"scheme": "full-integer int8 (TFLiteConverter, int8 input/output)",
+                         "representative_samples": 300, "input_scale": spec_in.scale,
+                         "input_zero_point": spec_in.zero_point, "output_scale": spec_out.scale,
+                         "output_zero_point": spec_out.zero_point, "parity_gate_points": PARITY_POINTS,
+                         "parity_ok": parity_ok},
+        "model_selection": {
+            "chosen": best["arch"],
+            "why": f"highest int8 accuracy on held-out voices among candidates within {MAX_MODEL_BYTES} bytes",
+            "candidates": [{k: v for k, v in c.items() if k not in ("path", "probs")} for c in candidates],
+        },
+        "training": {
+            "catalog": catalog_path.name,
+            "catalog_sha256": sha256_file(catalog_path),
+            "train_voices": len(train_v),
+            "heldout_voices": held_voices,
+            "examples": int(len(y)),
+            "heldout_examples": int(held.sum()),
+            "augment": AugmentRecipe().to_dict(),
+            "vad": vad.__dict__,
+            "vad_fired_fraction": float(data["vad_fired"][0]),
+            "quick": opts.quick,
+            "features_s": round(t_features, 1),
+            "build_s": round(time.time() - t_start, 1),
+        },
+        "metrics": {"heldout_float_accuracy": best["float_accuracy"], "heldout_int8_accuracy": best["int8_accuracy"],
+                    "model_bytes": best["bytes"], **calib},
+    }
+    if best["features"] == "embedding":
+        manifest["embedding"] = {"path": "../embedding/model.tflite", "sha256": emb_bundle.manifest["sha256"]}
+        if (out_dir.parent / "embedding").resolve() != opts.embedding_dir.resolve():
+            rel = Path(_relpath(opts.embedding_dir / "model.tflite", out_dir))
+            manifest["embedding"]["path"] = str(rel)
+    _write_confusion(out_dir, labels, probs, y[held], cat.name)
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    load_bundle(out_dir, frontend)  # the bundle we wrote must pass the runtime's own checks
+    return manifest
+
+
+def _relpath(target: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(target.resolve(), start.resolve())
+
+
+def _calibrate_wake(probs: np.ndarray, y: np.ndarray) -> dict:
+    """Threshold at which held-out negative windows fire at most once per ~hour of windows
+    (a window every 160 ms), bounded to [0.5, 0.98]."""
+    pos, neg = probs[y == 1, 1], probs[y == 0, 1]
+    chosen = 0.98
+    for thr in np.arange(0.5, 0.981, 0.02):
+        if np.mean(neg >= thr) <= 1e-3:
+            chosen = float(thr)
+            break
+    return {"threshold": round(chosen, 2), "smoothing_steps": 2,
+            "heldout_window_recall": round(float(np.mean(pos >= chosen)) if len(pos) else 0.0, 4),
+            "heldout_window_false_positive": round(float(np.mean(neg >= chosen)) if len(neg) else 0.0, 6)}
+
+
+def _write_confusion(out_dir: Path, labels: list[str], probs: np.ndarray, y: np.ndarray, name: str) -> None:
+    from quantize.evaluate import plot_confusion
+
+    pred = probs.argmax(axis=1)
+    m = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    np.add.at(m, (y, pred), 1)
+    plot_confusion(m, labels, out_dir / "confusion_heldout.png", f"{name}: held-out synthetic voices (int8)")
+

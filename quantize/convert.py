@@ -1,0 +1,60 @@
+"""Full-integer int8 TFLite conversion (int8 input and output, batch 1) and the parity gate."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import TensorSpec, dequantize, quantize
+from edge.interpreter import make_interpreter
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+log = logging.getLogger(__name__)
+
+
+def to_int8_tflite(model, representative: np.ndarray, out_path: Path, samples: int = 300) -> None:
+    import keras
+    import tensorflow as tf
+
+    # Batch-1 graph around the trained model: the device runs one window at a time.
+    inp = keras.Input(shape=representative.shape[1:], batch_size=1, name="features")
+    fixed = keras.Model(inp, model(inp, training=False))
+
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(representative), size=min(samples, len(representative)), replace=False)
+
+    def rep():
+        for i in pick:
+            yield [representative[i : i + 1].astype(np.float32)]
+
+    with tempfile.TemporaryDirectory():
+        conv = tf.lite.TFLiteConverter.from_keras_model(fixed)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = rep
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+        out_path.write_bytes(conv.convert())
+
+
+def tflite_predict(path: Path, x: np.ndarray) -> np.ndarray:
+    """Posteriors of a batch-1 TFLite model for every row of x."""
+    interp = make_interpreter(str(path))
+    d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
+    s_in, s_out = TensorSpec.from_detail(d_in), TensorSpec.from_detail(d_out)
+    out = np.empty((len(x), s_out.shape[-1]), dtype=np.float32)
+    for i in range(len(x)):
+        interp.set_tensor(d_in["index"], quantize(x[i : i + 1].astype(np.float32), s_in))
+        interp.invoke()
+        out[i] = dequantize(interp.get_tensor(d_out["index"]), s_out).reshape(-1)
+    return out
+
+
+def io_specs(path: Path) -> tuple[TensorSpec, TensorSpec, str, str]:
+    interp = make_interpreter(str(path))
+    d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
+    return TensorSpec.from_detail(d_in), TensorSpec.from_detail(d_out), d_in["name"], d_out["name"]

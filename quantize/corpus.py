@@ -1,0 +1,220 @@
+"""Synthetic corpus → training windows, computed with the edge frontend, VAD and embedder.
+
+Each example is a TTS rendering of one phrasing (or a negative, or pure noise), augmented and
+placed in a window of audio. Its features are taken exactly where the device would take
+them: a command window ends at the frame where the edge VAD closes the utterance; wake
+windows are taken at the embedding steps around the end of the phrase.
+Synthesized audio and features are cached under .cache/, keyed by what made them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from edge.audio import AudioError
+from edge.frontend import Frontend, FrontendConfig
+from edge.models import EMBEDDING_HOP, Embedder
+from edge.vad import Vad, VadConfig
+from quantize.augment import RATE, AugmentRecipe, augment, make_noise, set_level
+from quantize.voices import Prosody, Voice, synthesize, trim_silence
+
+log = logging.getLogger(__name__)
+
+CACHE = Path(os.environ.get("POLYVOX_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
+WINDOW = 16
+"""Embeddings per head window (1.28 s of embeddings, ~2 s of audio)."""
+MEL_WINDOW = 120
+"""Log-mel frames per window for the direct DS-CNN profile (1.2 s)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    """Phrase to speak; empty for a noise-only example."""
+    label: int
+    voice: Voice | None
+    prosody: Prosody
+    seed: int
+    split: str
+    """train or heldout."""
+
+
+@dataclass(frozen=True)
+class CorpusRecipe:
+    task: str
+    frontend: FrontendConfig
+    vad: VadConfig
+    augment: AugmentRecipe = field(default_factory=AugmentRecipe)
+    total_s: float = 2.6
+    tail_s: tuple[float, float] = (0.4, 0.9)
+    """Audio after the end of speech, so the VAD hangover fits in."""
+
+    def hash(self, examples: list[Example], embedding_sha: str) -> str:
+        data = {"task": self.task, "frontend": self.frontend.hash, "vad": asdict(self.vad),
+                "augment": self.augment.to_dict(), "total_s": self.total_s, "tail_s": self.tail_s,
+                "embedding": embedding_sha, "examples": [repr(e) for e in examples], "v": 3}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def synth_cached(text: str, voice: Voice, prosody: Prosody) -> np.ndarray:
+    key = hashlib.sha256(f"{voice.id}|{text}|{prosody}".encode()).hexdigest()[:20]
+    path = CACHE / "synth" / key[:2] / f"{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    audio = trim_silence(synthesize(text, voice, prosody))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, audio)
+    return audio
+
+
+class _Worker:
+    """Per-process state: one frontend, one VAD, one embedder."""
+
+    def __init__(self, recipe: CorpusRecipe, embedding_path: str, babble_texts: list[tuple[str, Voice]]) -> None:
+        self.recipe = recipe
+        self.frontend = Frontend(recipe.frontend)
+        self.embedder = Embedder(embedding_path, recipe.frontend)
+        self.babble: list[np.ndarray] = []
+        for text, voice in babble_texts:
+            with contextlib.suppress(AudioError):
+                self.babble.append(synth_cached(text, voice, Prosody()).astype(np.float32))
+
+    def audio_for(self, ex: Example) -> tuple[np.ndarray, int]:
+        rng = np.random.default_rng(ex.seed)
+        r = self.recipe
+        if ex.voice is None:  # noise / silence only
+            n = int(r.total_s * RATE)
+            out = make_noise(n, rng, self.babble) if rng.random() < 0.85 else np.zeros(n, np.float32)
+            out = set_level(out + 1e-3, rng.uniform(-60, -15)) if out.any() else out
+            return np.clip(out, -32768, 32767), n - int(0.5 * RATE)
+        speech = synth_cached(ex.text, ex.voice, ex.prosody)
+        dur = len(speech) / RATE
+        tail = rng.uniform(*r.tail_s)
+        lead = max(0.3, r.total_s - tail - dur * 1.15) + rng.uniform(0, 0.2)
+        return augment(speech, rng, r.augment, lead, lead + dur * 1.15 + tail, self.babble)
+
+    def command_window(self, audio: np.ndarray, speech_end: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(embedding window, mel window, vad_fired) taken where the device would classify."""
+        mel = self.frontend.compute(audio)
+        energy, flatness = self.frontend.energy_db, self.frontend.flatness
+        vad = Vad(self.recipe.vad)
+        fire = None
+        for t in range(len(mel)):
+            if vad.step(float(energy[t]), float(flatness[t])) is not None:
+                fire = t  # the last utterance closed is the one classified
+        fired = fire is not None
+        if fire is None:
+            fire = min(len(mel) - 1, speech_end // self.recipe.frontend.hop_samples + vad._hangover)
+        return self._embed_window(mel, fire), self._mel_window(mel, fire), fired
+
+    def _embed_window(self, mel: np.ndarray, frame: int) -> np.ndarray:
+        last = (frame + 1) // EMBEDDING_HOP - 1
+        embs = self.embedder.compute(mel[: (last + 1) * EMBEDDING_HOP], first=max(0, last - WINDOW + 1))
+        pad = WINDOW - len(embs)
+        if pad > 0:
+            embs = np.concatenate([np.tile(self.embedder.silence_embedding, (pad, 1)), embs])
+        return embs.astype(np.float16)
+
+    def _mel_window(self, mel: np.ndarray, frame: int) -> np.ndarray:
+        win = mel[max(0, frame + 1 - MEL_WINDOW) : frame + 1]
+        if len(win) < MEL_WINDOW:
+            silence = self.embedder._silence
+            win = np.concatenate([np.tile(silence, (MEL_WINDOW - len(win), 1)), win])
+        return win.astype(np.float16)
+
+    def wake_windows(self, audio: np.ndarray, speech_end: int, positive: bool) -> list[tuple[np.ndarray, int]]:
+        """Embedding windows at every other embedding step; positives are the steps within
+        0-0.3 s after the phrase ends, steps before (a partial phrase) are negatives."""
+        mel = self.frontend.compute(audio)
+        embs = self.embedder.compute(mel)
+        fill = np.tile(self.embedder.silence_embedding, (WINDOW - 1, 1))
+        padded = np.concatenate([fill, embs])
+        end_frame = speech_end // self.recipe.frontend.hop_samples
+        out = []
+        for k in range(len(embs)):
+            frame = (k + 1) * EMBEDDING_HOP - 1
+            win = padded[k : k + WINDOW].astype(np.float16)
+            if positive and end_frame <= frame <= end_frame + 30:
+                out.append((win, 1))
+            elif (not positive or frame < end_frame - 25) and k % 2 == 0:
+                out.append((win, 0))
+        return out
+
+
+_worker: _Worker | None = None
+
+
+def _init(recipe: CorpusRecipe, embedding_path: str, babble: list[tuple[str, Voice]]) -> None:
+    global _worker
+    _worker = _Worker(recipe, embedding_path, babble)
+
+
+def _run(ex: Example) -> tuple[Example, list, bool]:
+    assert _worker is not None
+    try:
+        audio, end = _worker.audio_for(ex)
+    except AudioError as exc:
+        log.warning("skipped: %s", exc)
+        return ex, [], False
+    if _worker.recipe.task == "wake":
+        return ex, _worker.wake_windows(audio, end, ex.label == 1), True
+    emb, mel, fired = _worker.command_window(audio, end)
+    return ex, [(emb, mel, ex.label)], fired
+
+
+def build_features(
+    examples: list[Example],
+    recipe: CorpusRecipe,
+    embedding_path: Path,
+    babble: list[tuple[str, Voice]],
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Features for every example, cached on disk by recipe hash."""
+    from quantize.util import sha256_file
+
+    key = recipe.hash(examples, sha256_file(embedding_path))
+    path = CACHE / "features" / f"{recipe.task}-{key}.npz"
+    if path.is_file():
+        log.info("features: reusing %s", path.name)
+        return dict(np.load(path))
+    from tqdm import tqdm
+
+    rows_emb, rows_mel, labels, splits, voices, fired_count = [], [], [], [], [], 0
+    ctx = get_context("fork")
+    with ctx.Pool(workers, initializer=_init, initargs=(recipe, str(embedding_path), babble)) as pool:
+        it = pool.imap(_run, examples, chunksize=8)
+        for ex, rows, fired in tqdm(it, total=len(examples), desc=f"features ({recipe.task})", disable=not progress,
+                                    mininterval=2.0):
+            fired_count += fired
+            for row in rows:
+                if recipe.task == "wake":
+                    emb, lab = row
+                else:
+                    emb, mel, lab = row
+                    rows_mel.append(mel)
+                rows_emb.append(emb)
+                labels.append(lab)
+                splits.append(ex.split == "heldout")
+                voices.append(ex.voice.id if ex.voice else "noise")
+    data = {
+        "emb": np.stack(rows_emb),
+        "label": np.array(labels, dtype=np.int32),
+        "heldout": np.array(splits, dtype=bool),
+        "voice": np.array(voices),
+        "vad_fired": np.array([fired_count / max(1, len(examples))]),
+    }
+    if rows_mel:
+        data["mel"] = np.stack(rows_mel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **data)
+    return data

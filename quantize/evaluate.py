@@ -1,0 +1,216 @@
+"""Evaluation through the device's own loop (edge Pipeline), plus report plots.
+
+Every clip is streamed through `edge.pipeline.Pipeline` exactly as `polyvox run` would,
+with 0.5 s of (dithered) silence before it, as a microphone stream would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.audio import AudioError, read_wav
+from edge.bundle import load_bundle
+from edge.events import Event
+from edge.pipeline import Pipeline, PipelineConfig, load_models
+
+LEAD_S = 0.5
+REAL_DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real-dev"
+
+
+def run_clip(pipe: Pipeline, audio: np.ndarray) -> list[Event]:
+    """Stream one clip from a fresh pipeline state; return its events."""
+    pipe._install(pipe.models)
+    pipe.frontend.reset()
+    pipe.vad.reset()
+    pipe.frame = 0
+    lead = np.zeros(int(LEAD_S * 16000), dtype=np.float32)
+    events = []
+    for chunk in (lead, audio.astype(np.float32)):
+        for i in range(0, len(chunk), 1280):
+            events += pipe.feed(chunk[i : i + 1280])
+    return events + pipe.finish()
+
+
+def make_pipeline(bundles: list[Path], wake: str = "off") -> Pipeline:
+    frontend = load_bundle(bundles[0]).frontend
+    cfg = PipelineConfig(frontend=frontend, wake=wake)
+    return Pipeline(cfg, load_models(bundles, frontend))
+
+
+@dataclass
+class CommandResult:
+    total: int = 0
+    correct: int = 0
+    rejected: int = 0
+    wrong: int = 0
+    spurious: int = 0
+    """Events beyond the first in a clip."""
+    confusion: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        n = max(1, self.total)
+        return {"clips": self.total, "accuracy": round(self.correct / n, 4), "rejected": round(self.rejected / n, 4),
+                "wrong": round(self.wrong / n, 4), "spurious_per_clip": round(self.spurious / n, 4)}
+
+
+def evaluate_commands(bundle: Path, items: list[tuple[Path, str]], progress: bool = True) -> CommandResult:
+    from tqdm import tqdm
+
+    pipe = make_pipeline([bundle], wake="off")
+    res = CommandResult()
+    for path, intent in tqdm(items, desc="evaluate", disable=not progress, mininterval=2.0):
+        try:
+            audio = read_wav(path)
+        except AudioError:
+            continue
+        events = [e for e in run_clip(pipe, audio) if e.type == "command"]
+        res.total += 1
+        got = events[0].intent if events else "_none_"
+        res.confusion[(intent, got)] = res.confusion.get((intent, got), 0) + 1
+        if not events:
+            res.rejected += 1
+        elif got == intent:
+            res.correct += 1
+        else:
+            res.wrong += 1
+        res.spurious += max(0, len(events) - 1)
+    return res
+
+
+def read_labelled(data: Path) -> list[tuple[Path, str]]:
+    """A TSV of `file<TAB>intent`, or a folder of FSDD-style `{digit}_{speaker}_{n}.wav` files."""
+    data = Path(data)
+    if data.is_file():
+        rows = []
+        with data.open(encoding="utf-8") as f:
+            for row in csv.reader(f, delimiter="\t"):
+                if len(row) >= 2 and not row[0].startswith("#"):
+                    rows.append(((data.parent / row[0]).resolve(), row[1]))
+        return rows
+    items = []
+    for p in sorted(data.glob("*.wav")):
+        m = re.match(r"(\d)_", p.name)
+        if m:
+            items.append((p, f"digit_{m.group(1)}"))
+    return items
+
+
+def read_audio_any(path: Path) -> np.ndarray | None:
+    """WAV through edge; FLAC through soundfile (toolchain only)."""
+    if path.suffix.lower() == ".wav":
+        return read_wav(path)
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    x, rate = sf.read(str(path), dtype="int16", always_2d=True)
+    x = x.mean(axis=1)
+    if rate != 16000:
+        x = resample_poly(x, 16000, rate)
+    return x.astype(np.float32)
+
+
+def wake_detections(bundle: Path, clips: list[Path], thresholds: list[float]) -> np.ndarray:
+    """For each clip, the highest smoothed wake score seen while streaming it."""
+    pipe = make_pipeline([bundle], wake="on")
+    head = pipe.models.wake_heads[0]
+    best = []
+    for path in clips:
+        audio = read_audio_any(path)
+        best.append(max_wake_score(pipe, head, audio))
+    return np.array(best)
+
+
+def max_wake_score(pipe: Pipeline, head, audio: np.ndarray) -> float:
+    """Run the stream and return the highest smoothed posterior of the wake label."""
+    pipe._install(pipe.models)
+    fe, emb = pipe.frontend, pipe.models.embedder
+    fe.reset()
+    mel = fe.compute(np.concatenate([np.zeros(int(LEAD_S * 16000), np.float32), audio.astype(np.float32),
+                                     np.zeros(4800, np.float32)]))
+    idx = head.bundle.labels.index("wake")
+    k = max(1, int(head.bundle.decision.get("smoothing_steps", 1)))
+    scores = []
+    for t in range(len(mel)):
+        e = emb.push(mel[t])
+        if e is not None:
+            head.runner.push(e)
+            scores.append(head.runner.scores()[idx])
+    if not scores:
+        return 0.0
+    s = np.convolve(scores, np.ones(k) / k, mode="valid") if len(scores) >= k else np.array(scores)
+    return float(s.max())
+
+
+def stream_scores(pipe: Pipeline, head, audio: np.ndarray) -> np.ndarray:
+    """Smoothed wake posteriors at every embedding step over a long stream."""
+    fe, emb = pipe.frontend, pipe.models.embedder
+    fe.reset()
+    emb.reset()
+    head.runner.reset()
+    idx = head.bundle.labels.index("wake")
+    scores = []
+    for i in range(0, len(audio), 16000 * 30):
+        mel = fe.process(audio[i : i + 16000 * 30])
+        for t in range(len(mel)):
+            e = emb.push(mel[t])
+            if e is not None:
+                head.runner.push(e)
+                scores.append(head.runner.scores()[idx])
+    k = max(1, int(head.bundle.decision.get("smoothing_steps", 1)))
+    return np.convolve(scores, np.ones(k) / k, mode="valid")
+
+
+def false_accepts(scores: np.ndarray, threshold: float, refractory_steps: int = 19) -> int:
+    count, quiet = 0, -1
+    for i, s in enumerate(scores):
+        if s >= threshold and i > quiet:
+            count += 1
+            quiet = i + refractory_steps
+    return count
+
+
+# -- plots ----------------------------------------------------------------------------------
+def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(max(6, n * 0.32), max(5, n * 0.3)))
+    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("spoken")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str, chosen: float | None) -> None:
+    """Detection-error trade-off: false rejects against false accepts per hour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, (fa_h, frr) in curves.items():
+        ax.plot(np.maximum(fa_h, 0.01), frr * 100, marker=".", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("false accepts per hour")
+    ax.set_ylabel("false rejects (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title + (f" (threshold {chosen:.2f})" if chosen else ""), fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

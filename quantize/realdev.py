@@ -1,0 +1,117 @@
+"""Evaluation on real human speech in ../shared/data/real-dev (never trained on).
+
+- English command bundles: the FSDD digits (1,500 clips, 3 speakers).
+- Mandarin command bundles: the 39 cmn-words are outside the command vocabulary, so they
+  measure how often real Mandarin speech that is not a command fires one.
+- Wake bundles: false rejects on the real keyword clips named like the wake phrase, false
+  accepts per hour on real speech that is not the keyword plus synthetic sentences and noise.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import load_bundle
+from quantize.evaluate import (
+    REAL_DEV,
+    evaluate_commands,
+    false_accepts,
+    make_pipeline,
+    max_wake_score,
+    plot_confusion,
+    plot_det,
+    read_audio_any,
+    read_labelled,
+    stream_scores,
+)
+
+log = logging.getLogger(__name__)
+KEYWORDS = ("alexa", "computer", "jarvis")
+
+
+def evaluate_real(bundle_dir: Path, progress: bool = True, root: Path = REAL_DEV) -> dict:
+    if not root.is_dir():
+        log.info("no real-dev recordings at %s; skipping real-speech evaluation", root)
+        return {}
+    b = load_bundle(bundle_dir)
+    if b.task == "command" and b.language == "en":
+        return {"fsdd_digits": _fsdd(bundle_dir, root / "fsdd", progress)}
+    if b.task == "command" and b.language == "zh":
+        return {"cmn_words_not_commands": _cmn_words(bundle_dir, root / "cmn-words", progress)}
+    if b.task == "wake":
+        return {"wakewords": wake_real(bundle_dir, root, progress)}
+    return {}
+
+
+def _fsdd(bundle: Path, folder: Path, progress: bool) -> dict:
+    items = read_labelled(folder)
+    res = evaluate_commands(bundle, items, progress)
+    labels = sorted({i for _, i in items}) + ["other", "_none_"]
+    m = np.zeros((len(labels) - 2, len(labels)), dtype=np.int64)
+    for (want, got), n in res.confusion.items():
+        col = labels.index(got) if got in labels else labels.index("other")
+        m[labels.index(want), col] += n
+    _plot_rect(m, labels, bundle / "real_fsdd_confusion.png", "real English digits (FSDD), through the edge loop")
+    out = res.to_dict()
+    digit_events = res.correct + sum(n for (w, g), n in res.confusion.items() if g.startswith("digit_") and g != w)
+    out["accuracy_among_digit_events"] = round(res.correct / max(1, digit_events), 4)
+    return out
+
+
+def _plot_rect(m: np.ndarray, labels: list[str], path: Path, title: str) -> None:
+    square = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    square[: m.shape[0]] = m
+    plot_confusion(square, labels, path, title)
+
+
+def _cmn_words(bundle: Path, folder: Path, progress: bool) -> dict:
+    items = [(p, "_unknown_") for p in sorted(folder.glob("*.wav"))]
+    res = evaluate_commands(bundle, items, progress)
+    return {"clips": res.total, "false_command_rate": round((res.wrong + res.correct) / max(1, res.total), 4)}
+
+
+def keyword_of(bundle_dir: Path) -> str | None:
+    b = load_bundle(bundle_dir)
+    text = b.texts.get("wake", "").lower()
+    return next((k for k in KEYWORDS if k in text), None)
+
+
+def wake_real(bundle_dir: Path, root: Path, progress: bool = True) -> dict:
+    b = load_bundle(bundle_dir)
+    pipe = make_pipeline([bundle_dir], wake="on")
+    head = pipe.models.wake_heads[0]
+    keyword = keyword_of(bundle_dir)
+    out: dict = {}
+    thresholds = np.round(np.arange(0.3, 1.0, 0.02), 2)
+    frr = None
+    if keyword:
+        clips = sorted((root / "wakewords" / keyword).glob("*.flac"))
+        best = np.array([max_wake_score(pipe, head, read_audio_any(p)) for p in clips])
+        frr = np.array([np.mean(best < t) for t in thresholds])
+        out["keyword_clips"] = len(clips)
+    # Real speech that is not the keyword: the other keywords' clips and the FSDD digits.
+    neg_clips = [p for k in KEYWORDS if k != keyword for p in sorted((root / "wakewords" / k).glob("*.flac"))]
+    neg_clips += sorted((root / "fsdd").glob("*.wav"))[::2]
+    neg_audio = []
+    for p in neg_clips:
+        neg_audio += [read_audio_any(p), np.zeros(8000, np.float32)]
+    stream = np.concatenate(neg_audio).astype(np.float32)
+    hours = len(stream) / 16000 / 3600
+    scores = stream_scores(pipe, head, stream)
+    fa_h = np.array([false_accepts(scores, t) / hours for t in thresholds])
+    thr = float(b.decision.get("threshold", 0.5))
+    out["negative_real_hours"] = round(hours, 3)
+    out["threshold"] = thr
+    out["false_accepts_per_hour_real"] = round(false_accepts(scores, thr) / hours, 2)
+    if frr is not None:
+        out["false_reject_rate"] = round(float(np.mean(best < thr)), 4)
+        # The operating point that meets <= 1 false accept per hour on this real audio.
+        ok = [(t, r) for t, r, f in zip(thresholds, frr, fa_h, strict=True) if f <= 1.0]
+        if ok:
+            out["frr_at_1fa_per_hour"] = {"threshold": float(ok[0][0]), "frr": round(float(ok[0][1]), 4)}
+        plot_det({"real speech": (fa_h, frr)}, bundle_dir / "real_det.png",
+                 f"{b.name}: real '{keyword}' clips vs real non-keyword speech", thr)
+    return out

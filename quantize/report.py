@@ -1,0 +1,52 @@
+"""report.md for a bundle: what it recognizes, how it was made, what it scored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write_report(out_dir: Path, manifest: dict) -> None:
+    m = manifest["metrics"]
+    tr = manifest["training"]
+    sel = manifest["model_selection"]
+    lines = [
+        f"# {manifest['name']}: {manifest['language']} {manifest['task']} model",
+        "",
+        f"Labels ({len(manifest['labels'])}): " + ", ".join(f"`{x}`" for x in manifest["labels"]),
+        "",
+        "## Training data (synthetic only)",
+        f"- catalog `{tr['catalog']}`; {tr['examples']} examples from {tr['train_voices']} training voices "
+        f"plus {len(tr['heldout_voices'])} held-out voices (never trained on): "
+        + ", ".join(f"`{v}`" for v in tr["heldout_voices"]),
+        f"- augmentation: {json.dumps(tr['augment'])}",
+        f"- the edge VAD closed the utterance in {tr['vad_fired_fraction'] * 100:.1f}% of examples",
+        "",
+        "## Model",
+        f"- chosen: `{sel['chosen']}` ({sel['why']})",
+        "",
+        "| candidate | float acc | int8 acc | bytes | train s |",
+        "|---|---|---|---|---|",
+    ]
+    for c in sel["candidates"]:
+        lines.append(f"| {c['arch']} | {c['float_accuracy']:.4f} | {c['int8_accuracy']:.4f} | {c['bytes']} | "
+                     f"{c['train_s']} |")
+    lines += [
+        "",
+        "## Held-out synthetic voices",
+        f"- float accuracy {m['heldout_float_accuracy']:.4f}, int8 accuracy {m['heldout_int8_accuracy']:.4f}",
+        f"- decision: {json.dumps(manifest['decision'])}",
+    ]
+    for k in ("heldout_accept_accuracy", "heldout_unknown_false_accept"):
+        if k in m:
+            lines.append(f"- {k.replace('_', ' ')}: {m[k]}")
+    lines += ["", "![confusion](confusion_heldout.png)", ""]
+    real = m.get("real")
+    if real:
+        lines += ["## Real human speech (through the edge streaming loop)", ""]
+        for name, res in real.items():
+            lines.append(f"- **{name}**: " + ", ".join(f"{k} {v}" for k, v in res.items() if not isinstance(v, dict)))
+        lines += [""] + [f"![{p.stem}]({p.name})" for p in sorted(out_dir.glob("real_*.png"))] + [""]
+    else:
+        lines += ["## Real human speech", "", "No real recordings were available for this bundle.", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))

@@ -1,0 +1,115 @@
+"""Keras 3 models for the heads, and their training.
+
+- `dense`: flattened embedding window → one hidden layer → softmax (the prototype's head).
+- `cnn`: temporal convolutions over the embedding window (depthwise-separable).
+- `gru`: an unrolled GRU over the embedding window (plain Keras 3 recurrent layers fail int8
+  calibration unless unrolled).
+- `dscnn`: the cheapest profile, a depthwise-separable CNN straight on log-mel frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+log = logging.getLogger(__name__)
+
+ARCHS = ("dense", "cnn", "gru", "dscnn")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = "dense"
+    epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    hidden: int = 64
+    dropout: float = 0.3
+    seed: int = 0
+
+
+def build_model(arch: str, input_shape: tuple[int, ...], n_labels: int, cfg: TrainConfig):
+    import keras
+    from keras import layers
+
+    inp = keras.Input(shape=input_shape)
+    # Per-feature standardization learnt from the training data (embeddings span about ±70).
+    norm = layers.Normalization(axis=-1, name="standardize")
+    x = norm(inp)
+    if arch == "dense":
+        x = layers.GaussianNoise(0.05)(x)
+        x = layers.Flatten()(x)
+        x = layers.Dropout(cfg.dropout)(x)
+        x = layers.Dense(cfg.hidden, activation="relu")(x)
+        x = layers.Dropout(cfg.dropout)(x)
+    elif arch == "cnn":
+        x = layers.GaussianNoise(0.05)(x)
+        x = layers.SeparableConv1D(cfg.hidden, 3, activation="relu", padding="same")(x)
+        x = layers.SeparableConv1D(cfg.hidden, 3, strides=2, activation="relu", padding="same")(x)
+        x = layers.SeparableConv1D(cfg.hidden, 3, strides=2, activation="relu", padding="same")(x)
+        x = layers.Flatten()(x)
+        x = layers.Dropout(cfg.dropout)(x)
+    elif arch == "gru":
+        x = layers.GaussianNoise(0.05)(x)
+        x = layers.GRU(cfg.hidden, unroll=True)(x)
+        x = layers.Dropout(cfg.dropout)(x)
+    elif arch == "dscnn":
+        x = layers.Reshape((*input_shape, 1))(x)
+        x = layers.Conv2D(48, (5, 3), strides=(2, 2), padding="same", activation="relu")(x)
+        x = layers.BatchNormalization()(x)
+        for stride in ((2, 2), (2, 1), (2, 2)):
+            x = layers.DepthwiseConv2D(3, strides=stride, padding="same", activation="relu")(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.Conv2D(48, 1, activation="relu")(x)
+            x = layers.BatchNormalization()(x)
+        x = layers.GlobalAveragePooling2D()(x)
+        x = layers.Dropout(cfg.dropout)(x)
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
+    out = layers.Dense(n_labels, activation="softmax")(x)
+    return keras.Model(inp, out, name=f"polyvox_{arch}")
+
+
+def spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Time and band masks on log-mel windows (the dscnn profile)."""
+    x = x.copy()
+    n, t, f = x.shape
+    for i in range(n):
+        t0 = rng.integers(0, t - 12)
+        x[i, t0 : t0 + rng.integers(0, 12)] = x[i].mean()
+        f0 = rng.integers(0, f - 4)
+        x[i, :, f0 : f0 + rng.integers(0, 4)] = x[i].mean()
+    return x
+
+
+def train(x: np.ndarray, y: np.ndarray, n_labels: int, cfg: TrainConfig, progress: bool = True):
+    """Train on (x, y) with 10% held aside for early stopping; returns the Keras model."""
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(x))
+    n_val = max(1, len(x) // 10)
+    val, tr = order[:n_val], order[n_val:]
+    x_tr, y_tr = x[tr].astype(np.float32), y[tr]
+    if cfg.arch == "dscnn":
+        x_tr = np.concatenate([x_tr, spec_augment(x_tr, rng)])
+        y_tr = np.concatenate([y_tr, y_tr])
+    counts = np.bincount(y_tr, minlength=n_labels).astype(np.float64)
+    weights = {i: float(len(y_tr) / (n_labels * c)) if c else 1.0 for i, c in enumerate(counts)}
+    model = build_model(cfg.arch, x.shape[1:], n_labels, cfg)
+    model.get_layer("standardize").adapt(x_tr[: 4000])
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=6, restore_best_weights=True)
+    model.fit(x_tr, y_tr, validation_data=(x[val].astype(np.float32), y[val]), epochs=cfg.epochs,
+              batch_size=cfg.batch_size, class_weight=weights, callbacks=[stop], verbose=2 if progress else 0)
+    return model
+
+
+def predict(model, x: np.ndarray) -> np.ndarray:
+    return model.predict(x.astype(np.float32), batch_size=512, verbose=0)

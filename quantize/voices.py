@@ -1,0 +1,179 @@
+"""Offline TTS voices per language, and speech synthesis from text.
+
+Engines (all from Debian packages, voices inside): espeak-ng with its voice variants, MBROLA
+diphone voices driven by espeak-ng, SVOX Pico (pico2wave) and Flite (English). Mandarin is
+written in Hanzi and read by espeak-ng's pinyin voice from toned pinyin (pypinyin), with the
+common tone-sandhi rules applied, because its Hanzi reader mixes in English phonemes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.audio import AudioError, read_wav
+
+ESPEAK_VOICES = {
+    "en": ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+           "en-us-nyc"],
+    "de": ["de"],
+    "fr": ["fr-fr", "fr-be", "fr-ch"],
+    "es": ["es", "es-419"],
+    "zh": ["cmn-latn-pinyin"],
+}
+ESPEAK_VARIANTS = ["", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
+                   "klatt4", "Andy", "Annie", "Denis", "Ed", "Gene", "Jacky", "Lee", "Linda", "Michael", "Mr_Serious",
+                   "Steph", "Storm", "Tweaky", "grandma", "grandpa", "john", "max", "paul", "robert", "travis",
+                   "victor", "shelby", "sandro", "Alicia", "Andrea", "Belinda", "Diogo", "Henrique", "Hugo", "Marco",
+                   "Pablo", "Quincy", "Zac", "anika", "norbert", "RicishayMax", "Gustave", "aunty", "Boris"]
+MBROLA_VOICES = {
+    "en": ["mb-us1", "mb-us2", "mb-us3", "mb-en1"],
+    "de": [f"mb-de{i}" for i in range(1, 8)],
+    "fr": [f"mb-fr{i}" for i in range(1, 8)],
+    "es": ["mb-es1", "mb-es2", "mb-es3", "mb-es4", "mb-mx1", "mb-mx2", "mb-vz1"],
+    "zh": [],
+}
+PICO_VOICES = {"en": ["en-US", "en-GB"], "de": ["de-DE"], "fr": ["fr-FR"], "es": ["es-ES"], "zh": []}
+FLITE_VOICES = {"en": ["slt", "rms", "awb", "kal16"]}
+LANGUAGES = ("zh", "en", "de", "fr", "es")
+
+
+@dataclass(frozen=True)
+class Voice:
+    engine: str
+    """espeak, mbrola, pico or flite."""
+    name: str
+    language: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.engine}:{self.name}"
+
+
+def _espeak_works(voice: str) -> bool:
+    try:
+        out = subprocess.run(["espeak-ng", "-v", voice, "-q", "-x", "a"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and b"does not exist" not in out.stderr and b"No such" not in out.stderr
+
+
+def _mbrola_works(voice: str) -> bool:
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "t.wav"
+        try:
+            out = subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), "a b"], capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return out.returncode == 0 and wav.is_file() and wav.stat().st_size > 1000
+
+
+def available_voices(language: str) -> list[Voice]:
+    """Every voice installed here that speaks `language`."""
+    voices: list[Voice] = []
+    if shutil.which("espeak-ng"):
+        for base in ESPEAK_VOICES.get(language, []):
+            if not _espeak_works(base):
+                continue
+            voices += [Voice("espeak", f"{base}+{v}" if v else base, language) for v in ESPEAK_VARIANTS]
+        voices += [Voice("mbrola", v, language) for v in MBROLA_VOICES.get(language, []) if _mbrola_works(v)]
+    if shutil.which("pico2wave"):
+        voices += [Voice("pico", v, language) for v in PICO_VOICES.get(language, [])]
+    if shutil.which("flite"):
+        voices += [Voice("flite", v, language) for v in FLITE_VOICES.get(language, [])]
+    return voices
+
+
+def split_voices(voices: list[Voice], heldout_fraction: float = 0.2) -> tuple[list[Voice], list[Voice]]:
+    """Hold out whole voices, stably (by a hash of the voice id), at least one per engine family
+    when the engine has more than two voices."""
+    train, held = [], []
+    for v in voices:
+        bucket = zlib.crc32(v.id.encode()) % 1000 / 1000
+        (held if bucket < heldout_fraction else train).append(v)
+    if not held and len(train) > 1:
+        held.append(train.pop())
+    return train, held
+
+
+# -- Mandarin -------------------------------------------------------------------------------
+def hanzi_to_pinyin(text: str) -> str:
+    """Hanzi → toned pinyin syllables (tone numbers), with the main tone-sandhi rules:
+    3-3 → 2-3, 不 before a 4th tone → bu2, 一 before a 4th tone → yi2 and before others → yi4."""
+    from pypinyin import Style, lazy_pinyin
+
+    chars = [c for c in text if not c.isspace()]
+    sylls = lazy_pinyin("".join(chars), style=Style.TONE3, neutral_tone_with_five=True)
+    if len(sylls) != len(chars):
+        return " ".join(sylls)
+    tones = [s[-1] if s[-1].isdigit() else "5" for s in sylls]
+    bases = [s[:-1] if s[-1].isdigit() else s for s in sylls]
+    for i in range(len(sylls) - 1):
+        nxt = tones[i + 1]
+        if chars[i] == "不" and nxt == "4":
+            tones[i] = "2"
+        elif chars[i] == "一" and len(chars) > 1 and i + 1 < len(chars):
+            tones[i] = "2" if nxt == "4" else "4"
+    for i in range(len(sylls) - 2, -1, -1):
+        if tones[i] == "3" and tones[i + 1] == "3":
+            tones[i] = "2"
+    return " ".join(b + t for b, t in zip(bases, tones, strict=True))
+
+
+def spoken_text(text: str, language: str) -> str:
+    return hanzi_to_pinyin(text) if language == "zh" else text
+
+
+# -- synthesis ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Prosody:
+    rate: float = 1.0
+    """Speaking-rate factor (espeak words per minute × rate)."""
+    pitch: int = 50
+    """espeak pitch 0..99."""
+    word_gap: int = 0
+    """espeak extra pause between words, in 10 ms units."""
+
+
+def synthesize(text: str, voice: Voice, prosody: Prosody | None = None) -> np.ndarray:
+    """Speak `text` with `voice`; int16 mono at 16 kHz. Raises AudioError when the engine fails."""
+    p = prosody or Prosody()
+    spoken = spoken_text(text, voice.language)
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "out.wav"
+        if voice.engine in ("espeak", "mbrola"):
+            cmd = ["espeak-ng", "-v", voice.name, "-s", str(int(165 * p.rate)), "-p", str(p.pitch),
+                   "-g", str(p.word_gap), "-w", str(wav), spoken]
+        elif voice.engine == "pico":
+            cmd = ["pico2wave", "-l", voice.name, "-w", str(wav), spoken]
+        elif voice.engine == "flite":
+            cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={1 / p.rate:.3f}", "-t", spoken,
+                   "-o", str(wav)]
+        else:
+            raise AudioError(f"unknown TTS engine {voice.engine!r}")
+        try:
+            out = subprocess.run(cmd, capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise AudioError(f"{voice.id} failed on {text!r}: {exc}") from None
+        if out.returncode != 0 or not wav.is_file():
+            raise AudioError(f"{voice.id} failed on {text!r}: {out.stderr.decode(errors='replace').strip()[:200]}")
+        return read_wav(wav)
+
+
+def trim_silence(x: np.ndarray, threshold: float = 0.02) -> np.ndarray:
+    """Cut leading and trailing near-silence (TTS engines pad unevenly)."""
+    if len(x) == 0:
+        return x
+    env = np.abs(x.astype(np.float32))
+    level = threshold * max(float(env.max()), 1.0)
+    idx = np.flatnonzero(env > level)
+    if len(idx) == 0:
+        return x[:0]
+    pad = 160
+    return x[max(0, idx[0] - pad) : idx[-1] + pad]

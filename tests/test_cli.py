@@ -1,0 +1,78 @@
+"""Bad input gets one clear line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if "error" in x]
+    assert len(lines) == 1, proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_missing_wav(tmp_path: Path):
+    _one_line_error(_run("run", "--source", str(tmp_path / "nope.wav"), "--wake", "off"), "nope.wav")
+
+
+def test_not_a_wav(tmp_path: Path):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("this is text")
+    _one_line_error(_run("run", "--source", str(bad)), "notes.wav")
+
+
+def test_unknown_language():
+    _one_line_error(_run("run", "--language", "tlh", "--source", "x.wav"), "tlh")
+
+
+def test_config_unknown_key_and_bad_value(tmp_path: Path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('language = "en"\nlanguag = "de"\n')
+    _one_line_error(_run("run", "--config", str(cfg)), "languag")
+    cfg.write_text('sensitivity = "high"\n')
+    _one_line_error(_run("run", "--config", str(cfg)), "sensitivity")
+    cfg.write_text('[vad]\nhangover = 1\n')
+    _one_line_error(_run("run", "--config", str(cfg)), "vad.hangover")
+
+
+def test_missing_bundle(tmp_path: Path):
+    import numpy as np
+
+    from edge.audio import write_wav
+
+    wav = tmp_path / "quiet.wav"
+    write_wav(wav, np.zeros(16000, dtype=np.int16))
+    _one_line_error(_run("run", "--bundle", str(tmp_path / "nothing"), "--source", str(wav)), "nothing")
+
+
+def test_devices_says_one_line_without_a_sound_card():
+    proc = _run("devices")
+    assert proc.returncode == 0
+    if "no sound card" in proc.stdout:
+        assert len(proc.stdout.strip().splitlines()) == 1
+    assert "ALSA" not in proc.stderr
+
+
+def test_mic_without_a_device_is_a_clear_error():
+    proc = _run("run", "--source", "mic", "--bundle", str(ROOT / "models" / "en-command"))
+    if proc.returncode == 0:
+        pytest.skip("this machine has a microphone")
+    _one_line_error(proc)
+
+
+def test_help_explains_the_event_contract():
+    proc = _run("run", "--help")
+    assert proc.returncode == 0 and "JSON object per line" in proc.stdout

@@ -1,0 +1,72 @@
+"""VAD endpoints on real espeak-ng speech; decisions driven by time without audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.decisions import DecisionConfig, WakeDecider, decide_command
+from edge.frontend import Frontend
+from edge.vad import Vad, VadConfig
+from tests.conftest import espeak, with_silence
+
+
+def _utterances(audio: np.ndarray, cfg: VadConfig | None = None) -> list[tuple[float, float]]:
+    fe = Frontend()
+    fe.compute(audio)
+    vad = Vad(cfg)
+    out = []
+    for e, f in zip(fe.energy_db, fe.flatness, strict=True):
+        u = vad.step(float(e), float(f))
+        if u:
+            out.append((u.start_frame / 100, u.end_frame / 100))
+    return out
+
+
+def test_vad_finds_each_utterance_with_its_bounds():
+    a, b = espeak("turn on the lights"), espeak("seven")
+    audio = with_silence(a, b, gap_s=1.0)
+    utts = _utterances(audio)
+    assert len(utts) == 2
+    starts = [1.0, 1.0 + len(a) / 16000 + 1.0]
+    for (s, e), want_s, clip in zip(utts, starts, (a, b), strict=True):
+        assert abs(s - want_s) < 0.15
+        assert 0.5 * len(clip) / 16000 < e - s < 1.1 * len(clip) / 16000 + 0.1
+
+
+def test_vad_ignores_steady_noise_and_hears_speech_in_it():
+    rng = np.random.default_rng(0)
+    speech = espeak("what time is it").astype(np.float32)
+    noise = rng.standard_normal(16000 * 4).astype(np.float32) * 300
+    assert _utterances(noise) == []
+    mixed = noise.copy()
+    mixed[32000 : 32000 + len(speech)] += speech
+    assert len(_utterances(mixed)) == 1
+
+
+def test_vad_config_is_validated():
+    with pytest.raises(ValueError, match="hangover"):
+        VadConfig(hangover_s=0)
+
+
+def test_wake_decider_smooths_thresholds_and_stays_quiet_after_an_accept():
+    d = WakeDecider(("_unknown_", "wake"), DecisionConfig(threshold=0.6, smoothing_steps=2, refractory_s=1.0))
+    hi, lo = np.array([0.1, 0.9]), np.array([0.9, 0.1])
+    assert d.update(hi, 0.0) is None  # one high step alone: (0.9 + 0) / 2
+    d.reset()
+    assert d.update(lo, 0.0) is None
+    assert d.update(hi, 0.08) is None  # mean 0.5 < 0.6
+    hit = d.update(hi, 0.16)
+    assert hit is not None and hit[0] == "wake"
+    assert d.update(hi, 0.5) is None and d.update(hi, 0.9) is None  # refractory
+    assert d.update(hi, 1.2) is not None
+
+
+def test_command_decision_per_label_threshold_unknown_and_sensitivity():
+    labels = ("_unknown_", "yes", "no")
+    cfg = DecisionConfig(threshold=0.5, thresholds={"no": 0.8})
+    assert decide_command(labels, np.array([0.1, 0.7, 0.2]), cfg) == ("yes", pytest.approx(0.7))
+    assert decide_command(labels, np.array([0.1, 0.2, 0.7]), cfg) is None  # "no" needs 0.8
+    assert decide_command(labels, np.array([0.7, 0.2, 0.1]), cfg) is None  # unknown never fires
+    assert decide_command(labels, np.array([0.1, 0.2, 0.7]), cfg, sensitivity=1.0) is not None
+    assert decide_command(labels, np.array([0.1, 0.6, 0.3]), cfg, sensitivity=0.0) is None
