@@ -28,7 +28,6 @@ from types import TracebackType
 from typing import Any, BinaryIO, Protocol, TypeVar
 
 import numpy as np
-from scipy.signal import firwin, resample_poly
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +77,8 @@ def _lowpass(up: int, down: int) -> np.ndarray:
     streaming resampler knows its exact length and reproduces the one-shot result)."""
     max_rate = max(up, down)
     half_len = 10 * max_rate
+    from scipy.signal import firwin  # lazily: scipy.signal costs ~75 MB of RSS, needed only to resample
+
     return firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0))
 
 
@@ -111,6 +112,8 @@ def to_int16_mono_16k(samples: np.ndarray, rate_hz: int, channels: int) -> np.nd
 
     if rate_hz != SAMPLE_RATE_HZ and x.size:
         up, down = _resample_factors(rate_hz, SAMPLE_RATE_HZ)
+        from scipy.signal import resample_poly
+
         x = resample_poly(x.astype(np.float32), up, down, window=_lowpass(up, down))
     return _to_int16(x)
 
@@ -134,6 +137,8 @@ class _StreamResampler:
         self._buf = np.zeros(self._ctx, dtype=np.float32)
 
     def _run(self, segment: np.ndarray, n_in: int) -> np.ndarray:
+        from scipy.signal import resample_poly
+
         y = resample_poly(segment, self.up, self.down, window=self._h)
         start = self._ctx * self.up // self.down
         return y[start : start + math.ceil(n_in * self.up / self.down)]

@@ -67,6 +67,10 @@ class ModelSet:
     def command_heads(self) -> list[Head]:
         return [h for h in self.heads if h.bundle.task in ("command", "phrase")]
 
+    @property
+    def langid_head(self) -> Head | None:
+        return next((h for h in self.heads if h.bundle.task == "langid"), None)
+
     def summary(self) -> list[dict]:
         return [h.bundle.summary() for h in self.heads]
 
@@ -133,6 +137,9 @@ class Pipeline:
         self._frame_s = cfg.frontend.hop_samples / cfg.frontend.sample_rate_hz
         self._center_s = cfg.frontend.fft_size / 2 / cfg.frontend.sample_rate_hz
         self.frame = 0
+        self.last_heard_language: str | None = None
+        self.deaf_until_s = -1.0
+        """Stream time until which input is ignored (the box is speaking: no self-triggering)."""
         self._install(models)
 
     # -- model swapping (called from other threads; applied between chunks) -------------
@@ -165,7 +172,7 @@ class Pipeline:
         clock = time.process_time
 
         t0 = clock()
-        if self.muted:
+        if self.muted or self.time_of(self.frame) < self.deaf_until_s:
             samples = np.zeros(len(samples), dtype=np.float32)
         feats = self.frontend.process(samples)
         energy, flatness = self.frontend.energy_db, self.frontend.flatness
@@ -237,8 +244,17 @@ class Pipeline:
         # With wake on, only utterances that begin after the wake phrase, within the listening window.
         if self.wake_on and not (self._wake_time - 0.2 <= t_start <= self._listen_until):
             return None
+        heads = self.models.command_heads
+        lid = self.models.langid_head
+        if lid is not None:
+            # Spoken-language identification picks which language's heads decide.
+            probs = lid.runner.scores()
+            language = lid.bundle.labels[int(np.argmax(probs))]
+            if not language.startswith("_"):
+                self.last_heard_language = language
+                heads = [h for h in heads if h.bundle.language == language] or heads
         best: Event | None = None
-        for head in self.models.command_heads:
+        for head in heads:
             probs = head.runner.scores()
             hit = decide_command(head.bundle.labels, probs, head.decision, self.sensitivity)
             if hit and (best is None or hit[1] > best.confidence):

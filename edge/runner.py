@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from edge.audio import open_source
 from edge.bundle import BundleError, find_bundles, read_manifest
-from edge.config import RunConfig, frontend_config
+from edge.config import LANGUAGES, RunConfig, frontend_config
 from edge.events import Event
 from edge.pipeline import ModelSet, Pipeline, PipelineConfig, load_models
 
@@ -37,18 +39,25 @@ def bundles_for(models_dir: str | Path, language: str, tasks: tuple[str, ...] = 
     return found
 
 
-def resolve_bundles(cfg: RunConfig, language: str | None = None) -> list[Path]:
+def resolve_bundles(cfg: RunConfig, language: str | None = None, mode: str | None = None) -> list[Path]:
+    """The bundles a language and mode need. `auto` means every language's bundles plus the
+    spoken-language identifier, which picks the language per utterance."""
     if cfg.bundles:
         return [Path(b) for b in cfg.bundles]
     lang = language or cfg.language
-    paths = bundles_for(cfg.models_dir, lang)
+    tasks = ("phrase",) if (mode or cfg.mode) == "translate" else ("wake", "command")
+    languages = LANGUAGES if lang == "auto" else (lang,)
+    paths = [p for code in languages for p in bundles_for(cfg.models_dir, code, tasks)]
+    if lang == "auto":
+        paths += bundles_for(cfg.models_dir, "*", ("langid",))
     if not paths:
-        raise BundleError(f"no models for language {lang!r} in {cfg.models_dir}; run `polyvox models` to list them")
+        raise BundleError(f"no {'/'.join(tasks)} models for language {lang!r} in {cfg.models_dir}; "
+                          f"run `polyvox models` to list them")
     return paths
 
 
-def load_language(cfg: RunConfig, language: str | None = None) -> ModelSet:
-    return load_models(resolve_bundles(cfg, language), frontend_config(), cfg.num_threads)
+def load_language(cfg: RunConfig, language: str | None = None, mode: str | None = None) -> ModelSet:
+    return load_models(resolve_bundles(cfg, language, mode), frontend_config(), cfg.num_threads)
 
 
 def stdout_sink(event: Event) -> None:
@@ -75,6 +84,10 @@ class Runner:
         self.pipeline = Pipeline(pcfg, self.models)
         self.startup_s = time.perf_counter() - t0
         self.sinks = sinks if sinks is not None else [stdout_sink]
+        self.translator = None
+        self.speech_out = None
+        if cfg.mode == "translate":
+            self.set_translation(cfg.target_language)
         self._stop = threading.Event()
         self.on_chunk: Callable[[], None] | None = None
         log.info("ready in %.2f s: %s, models %s", self.startup_s, cfg.source,
@@ -82,6 +95,39 @@ class Runner:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def set_translation(self, target_language: str) -> None:
+        """Speak recognized phrases in target_language, to --output WAV or the speaker."""
+        from edge.audio import SpeakerSink, WavSink
+        from edge.translate import Translator
+
+        self.translator = Translator(self.pipeline.models, target_language)
+        if self.speech_out is None:
+            device = self.cfg.output_device or None
+            self.speech_out = WavSink(self.cfg.output) if self.cfg.output else SpeakerSink(device)
+
+    def translate(self, events: list[Event]) -> list[Event]:
+        """Replace phrase events by translation events and speak the target phrase; the pipeline
+        stays deaf while the box speaks, so it never hears itself."""
+        if self.translator is None:
+            return events
+        out = []
+        for event in events:
+            result = self.translator.translate(event) if event.type == "command" else None
+            if result is None:
+                out.append(event)
+                continue
+            self.speech_out.write(result.audio)
+            if self.cfg.output:  # a file: leave a pause between phrases, as a speaker would
+                self.speech_out.write(np.zeros(8000, dtype=np.int16))
+            speech_s = len(result.audio) / 16000
+            self.pipeline.deaf_until_s = self.pipeline.time_of(self.pipeline.frame) + speech_s
+            # End of the source utterance → first target sample: decision delay in stream time
+            # plus the wall time to look up and render the phrase.
+            result.event.extra["speech_latency_s"] = round(
+                event.t_emit - event.t_end + result.event.extra["render_s"], 4)
+            out.append(result.event)
+        return out
 
     def emit(self, events: list[Event]) -> None:
         for event in events:
@@ -95,15 +141,17 @@ class Runner:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         try:
             for chunk in self.source.chunks(self.cfg.chunk_samples):
-                self.emit(self.pipeline.feed(chunk))
+                self.emit(self.translate(self.pipeline.feed(chunk)))
                 self.pipeline.metrics.dropped_frames = self.source.dropped_frames
                 if self.on_chunk:
                     self.on_chunk()
                 if self._stop.is_set():
                     break
-            self.emit(self.pipeline.finish())
+            self.emit(self.translate(self.pipeline.finish()))
         finally:
             self.source.close()
+            if self.speech_out is not None:
+                self.speech_out.close()
         m = self.pipeline.metrics.to_dict()
         m["process_rtf"] = round((time.process_time() - cpu0) / m["audio_s"], 5) if m["audio_s"] else 0.0
         m["wall_s"] = round(time.perf_counter() - wall0, 3)

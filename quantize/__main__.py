@@ -31,7 +31,7 @@ def _build(args: argparse.Namespace) -> int:
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
                         embedding_dir=Path(args.embedding))
     out = Path(args.out)
-    manifest = build(Path(args.catalog), out, opts)
+    manifest = build(Path(args.catalog), out, opts, language=args.language)
     if not args.no_real:
         from quantize.realdev import evaluate_real
 
@@ -69,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("build", help="build one bundle from a catalog: synthesize, augment, train, int8, evaluate")
     p.add_argument("--catalog", required=True, help="catalog TOML (see models/catalog/)")
     p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--language", help="for a phrasebook: the source language to build")
     p.add_argument("--quick", action="store_true", help="few voices, one augmentation, short training (tests)")
     p.add_argument("--arch", action="append", choices=("dense", "cnn", "gru", "dscnn"),
-                   help="candidate architecture (repeatable); default: dense+cnn for commands, dense for wake")
+                   help="candidate architecture (repeatable); default: cnn and gru; dense with --quick")
     p.add_argument("--workers", type=int, default=2, help="processes for synthesis and features")
     p.add_argument("--embedding", default=str(MODELS / "embedding"), help="speech-embedding bundle")
     p.add_argument("--no-real", action="store_true", help="skip evaluation on ../shared/data/real-dev")

@@ -9,7 +9,7 @@ import tomllib
 
 from quantize.voices import LANGUAGES
 
-TASKS = ("command", "wake", "phrase")
+TASKS = ("command", "wake", "phrase", "langid")
 
 
 class CatalogError(Exception):
@@ -34,7 +34,9 @@ class Catalog:
         return self.intents[intent][0]
 
 
-def load_catalog(path: str | Path) -> Catalog:
+def load_catalog(path: str | Path, language: str | None = None) -> Catalog:
+    """Read a catalog. A phrasebook (a [phrases] table of id → {language: text}) needs the
+    `language` to build for; its negatives come from that language's command catalog."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -42,11 +44,15 @@ def load_catalog(path: str | Path) -> Catalog:
         raise CatalogError(f"catalog '{path}': no such file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CatalogError(f"catalog '{path}': not valid TOML ({exc})") from None
+    if "phrases" in data:
+        data = _phrasebook_as_catalog(path, data, language)
+    if data.get("task") == "langid":
+        data = _langid_as_catalog(path, data)
     unknown = sorted(set(data) - {"language", "task", "intents", "negatives", "name"})
     if unknown:
         raise CatalogError(f"catalog '{path}': unknown key {unknown[0]!r}")
     language = data.get("language")
-    if language not in LANGUAGES:
+    if language not in LANGUAGES and not (language == "*" and data.get("task") == "langid"):
         raise CatalogError(f"catalog '{path}': language must be one of {', '.join(LANGUAGES)}, not {language!r}")
     task = data.get("task", "command")
     if task not in TASKS:
@@ -69,3 +75,48 @@ def load_catalog(path: str | Path) -> Catalog:
         raise CatalogError(f"catalog '{path}': negatives.phrases must be a list of strings")
     name = data.get("name") or path.stem
     return Catalog(path, str(name), language, task, intents, tuple(negatives))
+
+
+def read_phrasebook(path: str | Path) -> dict[str, dict[str, str]]:
+    """phrase id → {language: text}."""
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    phrases = data.get("phrases")
+    if not isinstance(phrases, dict):
+        raise CatalogError(f"phrasebook '{path}': needs a [phrases] table")
+    return {k: dict(v) for k, v in phrases.items()}
+
+
+def _phrasebook_as_catalog(path: Path, data: dict, language: str | None) -> dict:
+    if language not in LANGUAGES:
+        raise CatalogError(f"phrasebook '{path}': say which language to build (--language {'|'.join(LANGUAGES)})")
+    intents = {}
+    for pid, texts in data["phrases"].items():
+        if not isinstance(texts, dict) or language not in texts:
+            raise CatalogError(f"phrasebook '{path}': phrase {pid!r} has no {language} text")
+        intents[pid] = [texts[language]]
+    sibling = path.with_name(f"{language}-command.toml")
+    negatives = list(load_catalog(sibling).negatives) if sibling.is_file() else []
+    return {"language": language, "task": "phrase", "intents": intents, "negatives": {"phrases": negatives},
+            "name": f"{language}-phrase"}
+
+
+def _langid_as_catalog(path: Path, data: dict) -> dict:
+    """Spoken-language identification: one intent per language, phrased by every text of that
+    language in the sibling catalogs (commands, their negatives, the phrasebook)."""
+    languages = data.get("languages", list(LANGUAGES))
+    intents: dict[str, list[str]] = {}
+    book = path.with_name("phrasebook.toml")
+    phrases = read_phrasebook(book) if book.is_file() else {}
+    for lang in languages:
+        if lang not in LANGUAGES:
+            raise CatalogError(f"catalog '{path}': unknown language {lang!r}")
+        texts: list[str] = []
+        sibling = path.with_name(f"{lang}-command.toml")
+        if sibling.is_file():
+            c = load_catalog(sibling)
+            texts += [p for ps in c.intents.values() for p in ps] + list(c.negatives)
+        texts += [t[lang] for t in phrases.values() if lang in t]
+        if not texts:
+            raise CatalogError(f"catalog '{path}': no {lang} texts found next to it")
+        intents[lang] = sorted(set(texts))
+    return {"language": "*", "task": "langid", "intents": intents, "negatives": {"phrases": []}, "name": "langid"}

@@ -24,7 +24,7 @@ from edge.audio import AudioError
 from edge.frontend import Frontend, FrontendConfig
 from edge.models import EMBEDDING_HOP, Embedder
 from edge.vad import Vad, VadConfig
-from quantize.augment import RATE, AugmentRecipe, augment, make_noise, set_level
+from quantize.augment import MILD, RATE, AugmentRecipe, augment, make_noise, set_level
 from quantize.voices import Prosody, Voice, synthesize, trim_silence
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ class CorpusRecipe:
     def hash(self, examples: list[Example], embedding_sha: str) -> str:
         data = {"task": self.task, "frontend": self.frontend.hash, "vad": asdict(self.vad),
                 "augment": self.augment.to_dict(), "total_s": self.total_s, "tail_s": self.tail_s,
-                "embedding": embedding_sha, "examples": [repr(e) for e in examples], "v": 3}
+                "embedding": embedding_sha, "examples": [repr(e) for e in examples], "heldout_recipe": MILD.to_dict(),
+                "v": 4}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -100,7 +101,8 @@ class _Worker:
         dur = len(speech) / RATE
         tail = rng.uniform(*r.tail_s)
         lead = max(0.3, r.total_s - tail - dur * 1.15) + rng.uniform(0, 0.2)
-        return augment(speech, rng, r.augment, lead, lead + dur * 1.15 + tail, self.babble)
+        recipe = MILD if ex.split == "heldout" else r.augment
+        return augment(speech, rng, recipe, lead, lead + dur * 1.15 + tail, self.babble)
 
     def command_window(self, audio: np.ndarray, speech_end: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """(embedding window, mel window, vad_fired) taken where the device would classify."""

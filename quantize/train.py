@@ -24,7 +24,7 @@ ARCHS = ("dense", "cnn", "gru", "dscnn")
 @dataclass(frozen=True)
 class TrainConfig:
     arch: str = "dense"
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 128
     learning_rate: float = 2e-3
     hidden: int = 64
@@ -105,7 +105,7 @@ def train(x: np.ndarray, y: np.ndarray, n_labels: int, cfg: TrainConfig, progres
     model.get_layer("standardize").adapt(x_tr[: 4000])
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=6, restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=8, restore_best_weights=True)
     model.fit(x_tr, y_tr, validation_data=(x[val].astype(np.float32), y[val]), epochs=cfg.epochs,
               batch_size=cfg.batch_size, class_weight=weights, callbacks=[stop], verbose=2 if progress else 0)
     return model

@@ -33,7 +33,8 @@ ESPEAK_VARIANTS = ["", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3
                    "victor", "shelby", "sandro", "Alicia", "Andrea", "Belinda", "Diogo", "Henrique", "Hugo", "Marco",
                    "Pablo", "Quincy", "Zac", "anika", "norbert", "RicishayMax", "Gustave", "aunty", "Boris"]
 MBROLA_VOICES = {
-    "en": ["mb-us1", "mb-us2", "mb-us3", "mb-en1"],
+    # English read by MBROLA voices of other languages: accented English, more speakers.
+    "en": ["mb-us1", "mb-us2", "mb-us3", "mb-en1"] + [f"mb-de{i}-en" for i in range(1, 7)] + ["mb-fr1-en", "mb-fr4-en"],
     "de": [f"mb-de{i}" for i in range(1, 8)],
     "fr": [f"mb-fr{i}" for i in range(1, 8)],
     "es": ["mb-es1", "mb-es2", "mb-es3", "mb-es4", "mb-mx1", "mb-mx2", "mb-vz1"],
