@@ -47,12 +47,33 @@ def _build(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from quantize.evaluate import evaluate_commands, read_labelled
 
+    if args.real:
+        from quantize.realdev import evaluate_real
+        from quantize.report import write_report
+
+        bundle = Path(args.bundle)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest["metrics"]["real"] = evaluate_real(bundle, progress=not args.quiet)
+        (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        write_report(bundle, manifest)
+        print(json.dumps(manifest["metrics"]["real"], indent=2))
+        return 0
+    if not args.data:
+        print("error: give --data DIR_OR_TSV or --real", file=sys.stderr)
+        return 2
     items = read_labelled(Path(args.data))
     if not items:
         print(f"error: no labelled audio found in {args.data}", file=sys.stderr)
         return 2
     res = evaluate_commands(Path(args.bundle), items, progress=not args.quiet)
     print(json.dumps(res.to_dict(), indent=2))
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    from quantize.table import models_table
+
+    print(models_table(Path(args.models_dir)))
     return 0
 
 
@@ -80,8 +101,14 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("evaluate", help="evaluate a bundle through the edge loop on labelled audio")
     p.add_argument("--bundle", required=True)
-    p.add_argument("--data", required=True, help="folder of FSDD-style digit WAVs, or a TSV of file<TAB>intent")
+    p.add_argument("--data", help="folder of FSDD-style digit WAVs, or a TSV of file<TAB>intent")
+    p.add_argument("--real", action="store_true",
+                   help="evaluate on ../shared/data/real-dev as the build does and record it in the manifest")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("table", help="print the Markdown table of shipped bundles and their measured figures")
+    p.add_argument("--models-dir", default=str(MODELS))
+    p.set_defaults(func=_table)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -40,6 +40,12 @@ def evaluate_real(bundle_dir: Path, progress: bool = True, root: Path = REAL_DEV
     if b.task == "command" and b.language == "en":
         return {"fsdd_digits": _fsdd(bundle_dir, root / "fsdd", progress)}
     if b.task == "command" and b.language == "zh":
+        tsv = root / "cmn-words" / "labels.tsv"
+        items = [(p, i) for p, i in read_labelled(tsv) if p.is_file()] if tsv.is_file() else []
+        if items and sum(i in b.labels for _, i in items) >= len(items) // 2:
+            # A vocabulary made of these words: score it on them.
+            return {"cmn_words": evaluate_commands(bundle_dir, [(p, i) for p, i in items if i in b.labels],
+                                                   progress).to_dict()}
         return {"cmn_words_not_commands": _cmn_words(bundle_dir, root / "cmn-words", progress)}
     if b.task == "wake":
         return {"wakewords": wake_real(bundle_dir, root, progress)}
@@ -73,6 +79,22 @@ def _cmn_words(bundle: Path, folder: Path, progress: bool) -> dict:
     return {"clips": res.total, "false_command_rate": round((res.wrong + res.correct) / max(1, res.total), 4)}
 
 
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if p.suffix.lower() in (".wav", ".flac"))
+
+
+def _read_all(paths: list[Path]) -> tuple[list[np.ndarray], int]:
+    """Audio of every readable clip, and how many could not be decoded (skipped, counted)."""
+    out, bad = [], 0
+    for p in paths:
+        try:
+            out.append(read_audio_any(p))
+        except Exception as exc:  # a corrupt file in a dataset must not end the evaluation
+            log.warning("skipping unreadable %s: %s", p.name, exc)
+            bad += 1
+    return out, bad
+
+
 def keyword_of(bundle_dir: Path) -> str | None:
     b = load_bundle(bundle_dir)
     text = b.texts.get("wake", "").lower()
@@ -85,19 +107,20 @@ def wake_real(bundle_dir: Path, root: Path, progress: bool = True) -> dict:
     head = pipe.models.wake_heads[0]
     keyword = keyword_of(bundle_dir)
     out: dict = {}
-    thresholds = np.round(np.arange(0.3, 1.0, 0.02), 2)
+    thresholds = np.round(np.concatenate([np.arange(0.3, 0.98, 0.02), [0.98, 0.985, 0.99, 0.995, 0.998]]), 3)
     frr = None
     if keyword:
-        clips = sorted((root / "wakewords" / keyword).glob("*.flac"))
-        best = np.array([max_wake_score(pipe, head, read_audio_any(p)) for p in clips])
+        clips, bad = _read_all(_audio_files(root / "wakewords" / keyword))
+        best = np.array([max_wake_score(pipe, head, a) for a in clips])
         frr = np.array([np.mean(best < t) for t in thresholds])
         out["keyword_clips"] = len(clips)
+        out["unreadable_clips"] = bad
     # Real speech that is not the keyword: the other keywords' clips and the FSDD digits.
-    neg_clips = [p for k in KEYWORDS if k != keyword for p in sorted((root / "wakewords" / k).glob("*.flac"))]
+    neg_clips = [p for k in KEYWORDS if k != keyword for p in _audio_files(root / "wakewords" / k)]
     neg_clips += sorted((root / "fsdd").glob("*.wav"))[::2]
     neg_audio = []
-    for p in neg_clips:
-        neg_audio += [read_audio_any(p), np.zeros(8000, np.float32)]
+    for a in _read_all(neg_clips)[0]:
+        neg_audio += [a.astype(np.float32), np.zeros(8000, np.float32)]
     stream = np.concatenate(neg_audio).astype(np.float32)
     hours = len(stream) / 16000 / 3600
     scores = stream_scores(pipe, head, stream)

@@ -54,3 +54,22 @@ def test_silence_and_noise_emit_nothing(tiny_bundle: Path, tmp_path: Path):
     proc = _run("run", "--source", str(wav), "--bundle", str(tiny_bundle), "--wake", "off")
     assert proc.returncode == 0
     assert proc.stdout.decode().strip() == ""
+
+
+def test_the_pipeline_is_deaf_while_the_box_speaks(tiny_bundle: Path):
+    import numpy as np
+
+    from edge.frontend import FrontendConfig
+    from edge.pipeline import Pipeline, PipelineConfig, load_models
+
+    audio = with_silence(espeak("seven", "en-us", 150), gap_s=1.0).astype(np.float32)
+    pipe = Pipeline(PipelineConfig(wake="off"), load_models([tiny_bundle], FrontendConfig()))
+    pipe.deaf_until_s = 10.0  # speaking a translation until t = 10 s
+    events = []
+    for i in range(0, len(audio), 1280):
+        events += pipe.feed(audio[i : i + 1280])
+    assert events + pipe.finish() == []
+    pipe.deaf_until_s = -1.0
+    for i in range(0, len(audio), 1280):
+        events += pipe.feed(audio[i : i + 1280])
+    assert [e.intent for e in events + pipe.finish()] == ["seven"]

@@ -1,0 +1,86 @@
+"""Toolchain pieces that need no training: catalogs, Mandarin reading, augmentation."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quantize.augment import AugmentRecipe, augment
+from quantize.catalog import CatalogError, load_catalog
+from quantize.voices import Voice, hanzi_to_pinyin, synthesize
+
+CATALOGS = Path(__file__).resolve().parent.parent / "models" / "catalog"
+REQUIRED = ["lights_on", "lights_off", "brighter", "dimmer", "volume_up", "volume_down", "play", "pause", "stop",
+            "next",
+            "previous", "temperature_up", "temperature_down", "open_curtains", "close_curtains", "what_time", "yes",
+            "no", "cancel", "help"] + [f"digit_{i}" for i in range(10)]
+
+
+@pytest.mark.parametrize("lang", ["zh", "en", "de", "fr", "es"])
+def test_shipped_catalogs_share_intent_ids(lang):
+    cat = load_catalog(CATALOGS / f"{lang}-command.toml")
+    assert cat.language == lang and cat.task == "command"
+    assert set(REQUIRED) <= set(cat.intents)
+    wake = load_catalog(CATALOGS / f"{lang}-wake.toml")
+    assert wake.task == "wake" and list(wake.intents) == ["wake"]
+
+
+def test_phrasebook_has_every_language_for_40_phrases():
+    for lang in ["zh", "en", "de", "fr", "es"]:
+        cat = load_catalog(CATALOGS / "phrasebook.toml", lang)
+        assert len(cat.intents) >= 40 and cat.task == "phrase"
+
+
+def test_bad_catalogs_name_the_problem(tmp_path):
+    bad = tmp_path / "bad.toml"
+    for text, match in [('language = "xx"\n[intents]\na = ["b"]\n', "language"),
+                        ('language = "en"\ncolour = 1\n[intents]\na = ["b"]\n', "unknown key 'colour'"),
+                        ('language = "en"\n[intents]\na = []\n', "'a' needs one or more"),
+                        ('language = "en"\n[intents\n', "not valid TOML")]:
+        bad.write_text(text)
+        with pytest.raises(CatalogError, match=match) as err:
+            load_catalog(bad)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("hanzi, pinyin", [
+    ("银行", "yin2 hang2"),  # polyphone read right (not yin xing)
+    ("音乐", "yin1 yue4"),  # not yin le
+    ("不要", "bu2 yao4"),  # 不 before a 4th tone
+    ("你好", "ni2 hao3"),  # 3-3 sandhi
+    ("一个", "yi2 ge4"),
+])
+def test_hanzi_to_toned_pinyin_with_sandhi(hanzi, pinyin):
+    assert hanzi_to_pinyin(hanzi) == pinyin
+
+
+def test_mandarin_is_read_without_english_phonemes_and_at_plausible_length():
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed")
+    cat = load_catalog(CATALOGS / "zh-command.toml")
+    words = [p for ps in cat.intents.values() for p in ps] + list(cat.negatives)
+    for word in words:
+        pinyin = hanzi_to_pinyin(word)
+        phonemes = subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-q", "-x", pinyin], capture_output=True,
+                                  text=True, check=True).stdout
+        assert "(en)" not in phonemes, (word, pinyin, phonemes)
+        syllables = len(pinyin.split())
+        assert len(re.findall(r"[1-5]{2,3}", phonemes)) >= syllables, (word, phonemes)  # one tone contour each
+    for word in ["开灯", "现在几点", "给妈妈打电话"]:
+        seconds = len(synthesize(word, Voice("espeak", "cmn-latn-pinyin", "zh"))) / 16000
+        assert 0.12 * len(word) < seconds < 0.6 * len(word) + 0.5, (word, seconds)
+
+
+def test_augmentation_is_reproducible_and_keeps_the_speech_end():
+    rng_speech = np.random.default_rng(0)
+    speech = (rng_speech.standard_normal(8000) * 3000).astype(np.float32)
+    a1, end1 = augment(speech, np.random.default_rng(5), AugmentRecipe(), 0.5, 2.0)
+    a2, end2 = augment(speech, np.random.default_rng(5), AugmentRecipe(), 0.5, 2.0)
+    np.testing.assert_array_equal(a1, a2)
+    assert end1 == end2 and 8000 < end1 < len(a1)
+    assert np.abs(a1).max() <= 32767

@@ -1,0 +1,79 @@
+"""Translation mode round trip on the shipped phrasebook bundles, and no self-triggering."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.audio import write_wav
+from tests.conftest import ROOT, espeak, with_silence
+
+LANGS = ["zh", "en", "de", "fr", "es"]
+VOICE = {"zh": "cmn-latn-pinyin", "en": "en-us", "de": "de", "fr": "fr-fr", "es": "es"}
+PHRASES = ["thank_you", "where_is_station", "call_doctor"]
+
+
+def _phrasebook() -> dict:
+    import tomllib
+
+    return tomllib.loads((ROOT / "models" / "catalog" / "phrasebook.toml").read_text())["phrases"]
+
+
+def _bundles_present() -> bool:
+    return all((ROOT / "models" / f"{lang}-phrase" / "manifest.json").is_file() for lang in LANGS)
+
+
+pytestmark = pytest.mark.skipif(not _bundles_present(), reason="phrase bundles are not built")
+
+
+def _say(text: str, lang: str) -> np.ndarray:
+    if lang == "zh":
+        from quantize.voices import hanzi_to_pinyin
+
+        text = hanzi_to_pinyin(text)
+    return espeak(text, VOICE[lang], 150)
+
+
+def _run(*args: str) -> list[dict]:
+    proc = subprocess.run([sys.executable, "-m", "edge", "run", "--wake", "off", "--json", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(x) for x in proc.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("src", LANGS)
+def test_round_trip_through_every_target_language(src, tmp_path: Path):
+    book = _phrasebook()
+    wav = tmp_path / f"{src}.wav"
+    write_wav(wav, with_silence(*[_say(book[p][src], src) for p in PHRASES], gap_s=3.0))
+    for dst in LANGS:
+        if dst == src:
+            continue
+        out = tmp_path / f"{src}-{dst}.wav"
+        events = _run("--mode", "translate", "--language", src, "--target-language", dst, "--source", str(wav),
+                      "--output", str(out))
+        assert [e["phrase"] for e in events] == PHRASES, (src, dst, events)
+        for e in events:
+            assert e["type"] == "translation"
+            assert e["source"]["language"] == src and e["target"]["language"] == dst
+            assert e["target"]["text"] == book[e["phrase"]][dst]
+        # Our own phrasebook model for the target language hears the spoken translation.
+        heard = _run("--bundle", str(ROOT / "models" / f"{dst}-phrase"), "--source", str(out))
+        assert [e["intent"] for e in heard] == PHRASES, (src, dst, heard)
+
+
+def test_auto_language_picks_the_source_language(tmp_path: Path):
+    if not (ROOT / "models" / "langid" / "manifest.json").is_file():
+        pytest.skip("language-id bundle is not built")
+    book = _phrasebook()
+    for src in ["fr", "de", "zh"]:
+        wav = tmp_path / f"{src}.wav"
+        write_wav(wav, with_silence(_say(book["where_is_station"][src], src), gap_s=2.0))
+        events = _run("--mode", "translate", "--language", "auto", "--target-language", "en", "--source", str(wav),
+                      "--output", str(tmp_path / "out.wav"))
+        assert [(e["source"]["language"], e["phrase"]) for e in events] == [(src, "where_is_station")], events
