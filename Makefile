@@ -13,7 +13,7 @@ APT_VOICES := flite festival libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrol
   mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-es1 mbrola-es2 mbrola-es3 mbrola-es4 \
   mbrola-mx1 mbrola-mx2 mbrola-vz1
 
-.PHONY: demo test lint models models-deps bench apt-runtime apt-test clean
+.PHONY: demo test lint models models-deps bench bench-peers apt-runtime apt-test clean
 
 define apt_install
 	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -36,18 +36,18 @@ $(VENV)/.runtime: pyproject.toml | apt-runtime
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -e '.[train,dev,bench]'
 	touch $@
 
 demo: $(VENV)/.runtime
 	$(VENV)/bin/polyvox demo
 
 test: apt-test $(VENV)/.dev
-	$(PY) -m ruff check edge quantize tests
+	$(PY) -m ruff check edge quantize tests bench
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.dev
-	$(PY) -m ruff check edge quantize tests
+	$(PY) -m ruff check edge quantize tests bench
 
 models-deps: apt-runtime
 	@grep -q "contrib non-free" /etc/apt/sources.list.d/debian.sources 2>/dev/null || \
@@ -62,8 +62,14 @@ models: $(VENV)/.dev models-deps
 	  $(PY) -m quantize -q build --catalog $$cat --out models/$$name 2>&1 | tee .cache/logs/$$name.log | tail -n 20; \
 	done
 
+# Our own loop on a fixed 60 s recording (RTF, stage costs, RSS, start-up, latency).
 bench: $(VENV)/.runtime
 	$(VENV)/bin/polyvox bench
+
+# polyvox against microWakeWord, openWakeWord, pocketsphinx and three VADs, side by side.
+bench-peers: $(VENV)/.dev
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench.compare
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache *.egg-info

@@ -47,6 +47,17 @@ def process_age_s() -> float | None:
     return time.time() - (btime + start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
+def peak_rss_mb() -> float:
+    """VmHWM from /proc (ru_maxrss can carry the parent's peak over a fork)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def run_child(config: str, language: str, seconds: float) -> dict:
     t0 = time.perf_counter()
     cfg = RunConfig(language=language)
@@ -79,7 +90,7 @@ def run_child(config: str, language: str, seconds: float) -> dict:
         "model_load_s": round(models.load_s, 3),
         "models_to_ready_s": round(ready_s, 3),
         "process_start_to_ready_s": round(age, 2) if age is not None else None,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

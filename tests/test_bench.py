@@ -1,0 +1,91 @@
+"""bench.compare: the scoring rules on hand-made events, and a whole tiny run (about 15 s) that
+must write the table, JSON and chart and skip a peer that is not installed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from bench import compare
+from bench.recording import Item
+
+
+def item(kind: str, label: str, start_s: float, end_s: float) -> Item:
+    return Item(kind, label, label, "test", start_s, end_s)
+
+
+ITEMS = [
+    item("wake", "alexa", 1.0, 1.5),
+    item("command", "stop", 4.0, 4.4),
+    item("sentence", "sentence", 7.0, 9.0),
+    item("noise", "pink", 11.0, 12.0),
+]
+
+
+def test_score_matches_labels_within_the_window() -> None:
+    events = [("alexa", 1.8), ("stop", 6.2), ("stop", 8.0)]
+    s = compare.score(ITEMS, events, ["alexa", "stop"])
+    assert (s.targets, s.hits, s.false_alarms) == (2, 1, 2)  # "stop" came 1.8 s late, then fired on a sentence
+    assert s.latencies_s == [pytest.approx(0.3)]
+    assert s.by_label["stop"] == {"targets": 1, "hits": 0, "false_alarms": 2}
+
+
+def test_score_wrong_label_is_a_false_alarm() -> None:
+    s = compare.score(ITEMS, [("okay nabu", 1.6)], ["alexa", "okay nabu"])
+    assert (s.hits, s.false_alarms) == (0, 1)
+
+
+def test_score_vad_counts_every_spoken_item_and_repeats_apart() -> None:
+    events = [("speech", 1.9), ("speech", 4.8), ("speech", 7.9), ("speech", 9.4), ("speech", 12.3)]
+    s = compare.score(ITEMS, events, None)
+    assert (s.targets, s.hits, s.repeats, s.false_alarms) == (3, 3, 1, 1)  # a split sentence; a noise burst
+    assert len(s.latencies_s) == 2  # sentences are left out of latency
+
+
+def test_frame_endpointer_closes_after_the_hangover() -> None:
+    ep = compare.FrameEndpointer(frame_s=0.01)
+    closed = [ep.step(speech) for speech in [True] * 30 + [False] * 40]
+    assert closed.index(True) == 30 + 29  # the 30th silent frame is 0.3 s of silence
+    assert sum(closed) == 1
+    blip = compare.FrameEndpointer(frame_s=0.01)
+    assert not any(blip.step(speech) for speech in [True] * 3 + [False] * 40)  # shorter than the start run
+
+
+def test_tiny_benchmark_writes_results_and_skips_missing_peers(tmp_path, monkeypatch, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed")
+    ghost = compare.EngineSpec("ghost-peer", "ghost peer", "nothing", ("polyvox_test_no_such_module",))
+    monkeypatch.setattr(compare, "ENGINES", [*compare.ENGINES, ghost])
+
+    assert compare.main(["--tiny", "--out", str(tmp_path)]) == 0
+
+    table = capsys.readouterr().out
+    assert "| engine | detects | RTF |" in table
+    assert "| ghost peer | nothing | skipped: polyvox_test_no_such_module is not installed" in table
+    assert (tmp_path / "results.md").read_text() == table
+    assert (tmp_path / "results.png").stat().st_size > 10_000
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = {r["engine"]: r for r in results["engines"]}
+    assert set(rows) == {s.name for s in compare.ENGINES}
+    assert rows["ghost-peer"]["skipped"].endswith("is not installed (pip install -e '.[bench]')")
+    for spec in compare.ENGINES:
+        row = rows[spec.name]
+        if compare.missing_reason(spec):
+            assert row["skipped"], spec.name  # a missing peer or bundle is skipped, not run
+            continue
+        # An installed engine must run: a failure here is a broken adapter, not a missing peer.
+        assert row["skipped"] is None, (spec.name, row["skipped"])
+        assert row["rtf"] > 0 and row["peak_rss_mb"] > 0 and row["threads"] == 1
+        assert 0 <= row["hits"] <= row["targets"] > 0
+    assert rows["polyvox-vad"]["hits"] >= rows["polyvox-vad"]["targets"] - 1  # clean TTS speech
+    specs = {s.name: s for s in compare.ENGINES}
+    for name in ("microwakeword", "openwakeword"):
+        if not compare.missing_reason(specs[name]):
+            assert rows[name]["hits"] >= 2, rows[name]["events"]  # their own wake words, two clear voices
+    if compare.FSDD_DIR.is_dir() and not compare.missing_reason(specs["polyvox-commands"]):
+        digits = {d["engine"]: d for d in results["digits"]}
+        assert digits["polyvox en-command"]["clips"] == compare.FSDD_TINY_CLIPS
