@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from edge import __version__
 from edge.audio import AudioError
 from edge.bundle import BundleError, find_bundles, read_manifest
-from edge.config import DEFAULT_MODELS_DIR, LANGUAGES, ConfigError, load_config
+from edge.config import DEFAULT_MODELS_DIR, LANGUAGES, ConfigError, RunConfig, load_config
 
 log = logging.getLogger("polyvox")
 DEMO_WAV = DEFAULT_MODELS_DIR / "demo" / "demo-en.wav"
@@ -59,24 +59,18 @@ RUN_KEYS = ("source", "rate_hz", "device", "language", "mode", "target_language"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge.runner import Runner, install_signal_handlers
+    from edge.service import run_service
 
     overrides = {k: getattr(args, k, None) for k in RUN_KEYS}
-    cfg = load_config(args.config, overrides)
-    if args.mqtt_url:
-        from dataclasses import replace
 
-        cfg = replace(cfg, mqtt=replace(cfg.mqtt, url=args.mqtt_url))
-    if cfg.mqtt.url:
-        from edge.service import run_service
+    def read_config() -> RunConfig:
+        """The file with the flags on top; SIGHUP calls it again."""
+        cfg = load_config(args.config, overrides)
+        if args.mqtt_url:
+            cfg = replace(cfg, mqtt=replace(cfg.mqtt, url=args.mqtt_url))
+        return cfg
 
-        return run_service(cfg, print_metrics=args.metrics)
-    runner = Runner(cfg)
-    install_signal_handlers(runner)
-    metrics = runner.run()
-    if args.metrics:
-        print(json.dumps(metrics), file=sys.stderr)
-    return 0
+    return run_service(read_config(), print_metrics=args.metrics, config_path=args.config, reload_config=read_config)
 
 
 def cmd_devices(_args: argparse.Namespace) -> int:

@@ -26,19 +26,27 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class MqttConfig:
-    url: str = ""
+    url: str = field(default="", repr=False)
     """mqtt://user:pass@host:port or mqtts://...; empty = no broker (events on stdout)."""
     device_id: str = ""
     """Topic base is polyvox/<device_id>; empty = the hostname."""
     username: str = ""
-    password: str = ""
+    """Also from POLYVOX_MQTT_USERNAME; user:pass in the URL wins over both."""
+    password: str = field(default="", repr=False)
+    """Also from POLYVOX_MQTT_PASSWORD (keeps it out of the file); never logged."""
     ca_file: str = ""
+    """CA bundle for mqtts:// (empty = the system's)."""
     cert_file: str = ""
+    """Client certificate for mqtts:// (with key_file)."""
     key_file: str = ""
     discovery_prefix: str = "homeassistant"
     state_interval_s: float = 30.0
+    """State is published on every change and at least this often."""
     queue_max_events: int = 1000
+    """Events held while the broker is away; beyond this the oldest are dropped (and counted)."""
+    reconnect_min_s: float = 1.0
     reconnect_max_s: float = 30.0
+    """Reconnect delays double from reconnect_min_s up to this, with jitter."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,11 +99,16 @@ class Runner:
 
     def set_translation(self, target_language: str) -> None:
         """Speak recognized phrases in target_language, to --output WAV or the speaker."""
-        from edge.audio import SpeakerSink, WavSink
         from edge.translate import Translator
 
-        self.translator = Translator(self.pipeline.models, target_language)
-        if self.speech_out is None:
+        self.use_translator(Translator(self.pipeline.models, target_language))
+
+    def use_translator(self, translator: Any) -> None:
+        """Install (or, with None, remove) the translator; opens the speech output on first use."""
+        from edge.audio import SpeakerSink, WavSink
+
+        self.translator = translator
+        if translator is not None and self.speech_out is None:
             device = self.cfg.output_device or None
             self.speech_out = WavSink(self.cfg.output) if self.cfg.output else SpeakerSink(device)
 

@@ -48,7 +48,8 @@ def notify(state: str) -> bool:
         # A fresh socket per message: notifications are rare (a few per minute) and this keeps
         # no descriptor open that a fork or a changed $NOTIFY_SOCKET could trip over.
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(state.encode("utf-8"), addr)
+            # Never block the audio loop on a listener that stopped reading: drop the datagram.
+            sock.sendto(state.encode("utf-8"), socket.MSG_DONTWAIT, addr)
     except OSError as exc:
         log.debug("sd_notify %r to %r failed: %s", state, os.environ.get("NOTIFY_SOCKET"), exc)
         return False
