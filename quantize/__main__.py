@@ -70,6 +70,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recalibrate(args: argparse.Namespace) -> int:
+    from quantize.recalibrate import recalibrate
+
+    print(json.dumps(recalibrate(Path(args.bundle)), indent=2))
+    return 0
+
+
 def _table(args: argparse.Namespace) -> int:
     from quantize.table import models_table
 
@@ -105,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real", action="store_true",
                    help="evaluate on ../shared/data/real-dev as the build does and record it in the manifest")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("recalibrate", help="re-derive a command bundle's threshold from its cached held-out features")
+    p.add_argument("--bundle", required=True)
+    p.set_defaults(func=_recalibrate)
 
     p = sub.add_parser("table", help="print the Markdown table of shipped bundles and their measured figures")
     p.add_argument("--models-dir", default=str(MODELS))

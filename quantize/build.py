@@ -44,7 +44,7 @@ class BuildOptions:
     """Candidate architectures; empty = the task's default set."""
     embedding_dir: Path = Path(__file__).resolve().parent.parent / "models" / "embedding"
     max_espeak_voices: int = 24
-    train_reps: int = 2
+    train_reps: int = 3
     progress: bool = True
     seed: int = 0
 
@@ -119,7 +119,7 @@ def make_langid_examples(cat: Catalog, labels: list[str], opts: BuildOptions
     out: list[Example] = []
     all_train: list[Voice] = []
     all_held: list[Voice] = []
-    per_text = 1 if opts.quick else 3
+    per_text = 1 if opts.quick else 8
     for lang, texts in cat.intents.items():
         train, held = choose_voices(lang, opts)
         all_train += train
@@ -142,23 +142,24 @@ def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
 
 
 def calibrate_command_threshold(probs: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
-    """Lowest threshold at which at most 5% of held-out unknown examples are accepted as an
-    intent, clipped to [0.3, 0.8]; real voices score lower than synthetic ones, so lower is
-    kinder to them (see the report for the real-speech effect)."""
+    """The threshold (0.3-0.8) that maximizes correct accepts minus false accepts of unknown
+    speech on held-out voices. Real voices score lower than synthetic ones, so a threshold
+    that only minimizes synthetic false accepts rejects too much real speech (measured: 0.8
+    rejected 17% of real English digits, 0.5 about 11%)."""
     top = probs.max(axis=1)
     pred = probs.argmax(axis=1)
     unknown = y == 0
-    chosen = 0.8
-    for thr in np.arange(0.3, 0.81, 0.05):
-        fa = np.mean((pred[unknown] != 0) & (top[unknown] >= thr)) if unknown.any() else 0.0
-        if fa <= 0.05:
-            chosen = float(thr)
-            break
     known = ~unknown
-    acc = np.mean((pred[known] == y[known]) & (top[known] >= chosen)) if known.any() else 0.0
-    fa = np.mean((pred[unknown] != 0) & (top[unknown] >= chosen)) if unknown.any() else 0.0
-    return round(chosen, 2), {"heldout_accept_accuracy": round(float(acc), 4),
-                              "heldout_unknown_false_accept": round(float(fa), 4)}
+
+    def rates(thr: float) -> tuple[float, float]:
+        acc = float(np.mean((pred[known] == y[known]) & (top[known] >= thr))) if known.any() else 0.0
+        fa = float(np.mean((pred[unknown] != 0) & (top[unknown] >= thr))) if unknown.any() else 0.0
+        return acc, fa
+
+    grid = [round(float(t), 2) for t in np.arange(0.3, 0.81, 0.05)]
+    chosen = max(grid, key=lambda t: (rates(t)[0] - rates(t)[1], -t))
+    acc, fa = rates(chosen)
+    return chosen, {"heldout_accept_accuracy": round(acc, 4), "heldout_unknown_false_accept": round(fa, 4)}
 
 
 def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str | None = None) -> dict:
