@@ -58,6 +58,47 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def run_translate(source: str, target: str) -> dict:
+    """End of a spoken source phrase → first sample of target speech, for 12 phrases spoken by
+    espeak-ng: chunk arrival + processing + phrase lookup and (cached) speech rendering."""
+    from edge.speech import Tts
+    from edge.translate import Translator
+
+    cfg = RunConfig()
+    paths = bundles_for(cfg.models_dir, source, ("phrase",))
+    if not paths:
+        return {"config": f"translate {source}->{target}", "error": f"no {source} phrasebook bundle"}
+    models = load_models(paths, frontend_config())
+    tts = Tts()
+    translator = Translator(models, target, tts)  # pre-renders every target phrase, as the service does
+    spoken = translator.spoken
+    pids = sorted(spoken)[:: max(1, len(spoken) // 12)][:12]
+    gap = np.zeros(int(1.5 * 16000), np.float32)
+    parts, ends, t = [gap], [], len(gap)
+    for pid in pids:
+        clip = tts.render(spoken[pid][source], source).astype(np.float32)
+        parts += [clip, gap]
+        t += len(clip)
+        ends.append(t / 16000)
+        t += len(gap)
+    audio = np.concatenate(parts)
+    pipe = Pipeline(PipelineConfig(frontend=frontend_config(), wake="off"), models)
+    latencies, correct = [], 0
+    for i in range(0, len(audio), 1280):
+        w0 = time.perf_counter()
+        events = pipe.feed(audio[i : i + 1280])
+        for e in events:
+            result = translator.translate(e)
+            wall = time.perf_counter() - w0
+            end = min(ends, key=lambda x: abs(x - e.t_end))
+            latencies.append((i + 1280) / 16000 - end + wall)
+            correct += result is not None and e.intent == pids[ends.index(end)]
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    return {"config": f"translate {source}->{target}", "phrases": len(pids), "correct": int(correct),
+            "latency_s_p50": round(float(np.percentile(lat, 50)), 3),
+            "latency_s_p95": round(float(np.percentile(lat, 95)), 3)}
+
+
 def run_child(config: str, language: str, seconds: float) -> dict:
     t0 = time.perf_counter()
     cfg = RunConfig(language=language)
@@ -96,7 +137,7 @@ def run_child(config: str, language: str, seconds: float) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     rows = []
-    for config in CONFIGS:
+    for config in (*CONFIGS, "translate"):
         # A fresh interpreter per configuration: its RSS and start-up are its own.
         proc = subprocess.run([sys.executable, "-m", "edge.bench", config, args.language, str(args.seconds)],
                               capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
@@ -108,6 +149,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"{'configuration':<14} {'RTF':>8} {'frontend':>9} {'vad':>8} {'embed':>8} {'wake':>8} {'command':>8} "
           f"{'RSS MB':>7} {'load s':>7} {'ready s':>7} {'latency s':>9}")
     for r in rows:
+        if r["config"].startswith("translate") and "error" not in r:
+            print(f"{r['config']:<14} end of source phrase → first target sample: p50 {r['latency_s_p50']:.3f} s, "
+                  f"p95 {r['latency_s_p95']:.3f} s ({r['correct']}/{r['phrases']} phrases right)")
+            continue
         if "error" in r:
             print(f"{r['config']:<14} skipped: {r['error']}")
             continue
@@ -123,4 +168,7 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     config, language, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    print(json.dumps(run_child(config, language, seconds)))
+    if config == "translate":
+        print(json.dumps(run_translate("fr" if language == "en" else language, "en" if language != "en" else "de")))
+    else:
+        print(json.dumps(run_child(config, language, seconds)))
