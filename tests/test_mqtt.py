@@ -727,6 +727,13 @@ def test_tls_with_a_private_ca(tmp_path, models_dir, spawn, observe):
                                 f"keyfile {work}/server.key\nlistener {plain_port} 127.0.0.1")
     tls.start()
     try:
+        deadline = time.monotonic() + 15  # the second (plain) listener may open a moment later
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", plain_port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
         obs = observe(plain_port, ("polyvox/#",))  # the test watches on the plain listener
         pv = spawn(tls.port, models_dir, "--language", "en", url=f"mqtts://localhost:{tls.port}",
                    mqtt={"ca_file": str(work / "ca.crt")})

@@ -185,9 +185,9 @@ def test_reload_applies_what_changed_in_the_file(two_languages, wav, caplog):
     service = _service(two_languages, str(wav))
     service.set_sensitivity(0.3)  # over MQTT, say
     cfg = service.cfg
-    changed = service.reload(replace(cfg, mode="translate", target_language="de", listen_s=9.0))
-    assert changed == ["mode", "target_language"]
-    assert (service.control.mode, service.control.target_language, service.control.sensitivity) == ("translate",
+    changed = service.reload(replace(cfg, target_language="de", listen_s=9.0))
+    assert changed == ["target_language"]
+    assert (service.control.mode, service.control.target_language, service.control.sensitivity) == ("command",
                                                                                                     "de", 0.3)
     assert "listen_s take effect at the next start" in caplog.text
     assert service.reload(replace(service.cfg, sensitivity=0.9, language="fr")) == ["sensitivity"]
