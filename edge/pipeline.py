@@ -38,6 +38,9 @@ class PipelineConfig:
     listen_s: float = 5.0
     sensitivity: float = 0.5
     num_threads: int = 1
+    langid_rule: str = "joint"
+    """With a language-id model loaded: joint (language probability × phrase confidence),
+    argmax (the identifier alone picks the language) or off."""
 
 
 @dataclass
@@ -245,22 +248,32 @@ class Pipeline:
         if self.wake_on and not (self._wake_time - 0.2 <= t_start <= self._listen_until):
             return None
         heads = self.models.command_heads
+        prior: dict[str, float] = {}
         lid = self.models.langid_head
-        if lid is not None:
-            # Spoken-language identification picks which language's heads decide.
+        if lid is not None and self.cfg.langid_rule != "off":
+            # Spoken-language identification: either it alone picks the language ("argmax"), or
+            # ("joint") each language's best phrase confidence is weighed by its probability,
+            # so a confident phrase head can overrule a hesitant language identifier.
             probs = lid.runner.scores()
-            language = lid.bundle.labels[int(np.argmax(probs))]
-            if not language.startswith("_"):
-                self.last_heard_language = language
+            prior = {lab: float(p) for lab, p in zip(lid.bundle.labels, probs, strict=True) if not lab.startswith("_")}
+            language = max(prior, key=prior.get)
+            self.last_heard_language = language
+            if self.cfg.langid_rule == "argmax":
                 heads = [h for h in heads if h.bundle.language == language] or heads
+                prior = {}
         best: Event | None = None
+        best_score = 0.0
         for head in heads:
             probs = head.runner.scores()
             hit = decide_command(head.bundle.labels, probs, head.decision, self.sensitivity)
-            if hit and (best is None or hit[1] > best.confidence):
+            weight = prior.get(head.bundle.language, 1.0) if prior else 1.0
+            if hit and (best is None or hit[1] * weight > best_score):
                 label, confidence = hit
+                best_score = confidence * weight
                 best = Event("command", label, head.bundle.language, head.bundle.texts.get(label, label),
                              confidence, t_start, t_end, t, head.bundle.name)
+        if best is not None and prior:
+            self.last_heard_language = best.language
         if best is not None and self.wake_on:
             self._listen_until = -1.0
         return best
