@@ -77,6 +77,18 @@ def _recalibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_auto(args: argparse.Namespace) -> int:
+    from quantize.autoeval import evaluate_auto
+
+    results = evaluate_auto()
+    manifest_path = MODELS / "langid" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["metrics"]["auto_mode_heldout"] = results
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
 def _table(args: argparse.Namespace) -> int:
     from quantize.table import models_table
 
@@ -116,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("recalibrate", help="re-derive a command bundle's threshold from its cached held-out features")
     p.add_argument("--bundle", required=True)
     p.set_defaults(func=_recalibrate)
+
+    p = sub.add_parser("evaluate-auto", help="--language auto on held-out voices (recorded in models/langid)")
+    p.set_defaults(func=_evaluate_auto)
 
     p = sub.add_parser("table", help="print the Markdown table of shipped bundles and their measured figures")
     p.add_argument("--models-dir", default=str(MODELS))

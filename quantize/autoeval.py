@@ -1,0 +1,63 @@
+"""`--language auto` on held-out voices: phrasebook phrases in every language, spoken by voices
+the language-id model never trained on, through the edge pipeline with each language rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge.frontend import FrontendConfig
+from edge.pipeline import Pipeline, PipelineConfig, load_models
+from quantize.catalog import read_phrasebook
+from quantize.voices import LANGUAGES, Voice, synthesize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def evaluate_auto(models_dir: Path = ROOT / "models", voices_per_language: int = 2, every: int = 4) -> dict:
+    models = load_models([models_dir / f"{lang}-phrase" for lang in LANGUAGES] + [models_dir / "langid"],
+                         FrontendConfig())
+    manifest = json.loads((models_dir / "langid" / "manifest.json").read_text())
+    held = manifest["training"]["heldout_voices"]
+    book = read_phrasebook(models_dir / "catalog" / "phrasebook.toml")
+    pids = sorted(book)[::every]
+    by_language = {lang: [] for lang in LANGUAGES}
+    for vid in held:  # the manifest lists held-out voices language by language, in LANGUAGES order
+        engine, name = vid.split(":", 1)
+        lang = _language_of(name)
+        if lang and len(by_language[lang]) < voices_per_language:
+            by_language[lang].append(Voice(engine, name, lang))
+    results = {rule: {"language_right": 0, "phrase_right": 0, "utterances": 0} for rule in ("argmax", "joint")}
+    for lang, voices in by_language.items():
+        for voice in voices:
+            for pid in pids:
+                speech = synthesize(book[pid][lang], voice).astype(np.float32)
+                audio = np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(8000, np.float32)])
+                for rule, r in results.items():
+                    pipe = Pipeline(PipelineConfig(wake="off", langid_rule=rule), models)
+                    events = []
+                    for i in range(0, len(audio), 1280):
+                        events += pipe.feed(audio[i : i + 1280])
+                    events += pipe.finish()
+                    r["utterances"] += 1
+                    if events:
+                        r["language_right"] += events[0].language == lang
+                        r["phrase_right"] += events[0].language == lang and events[0].intent == pid
+    for r in results.values():
+        r["language_accuracy"] = round(r["language_right"] / max(1, r["utterances"]), 4)
+        r["phrase_accuracy"] = round(r["phrase_right"] / max(1, r["utterances"]), 4)
+    return results
+
+
+def _language_of(voice_name: str) -> str | None:
+    name = voice_name.lower()
+    if name.startswith("cmn"):
+        return "zh"
+    if name.startswith(("en", "mb-us", "mb-en")) or name.endswith("-en") or name in ("slt", "rms", "awb", "kal16"):
+        return "en"
+    for lang, prefixes in (("de", ("de", "mb-de")), ("fr", ("fr", "mb-fr")), ("es", ("es", "mb-es", "mb-mx", "mb-vz"))):
+        if name.startswith(prefixes):
+            return lang
+    return None
