@@ -78,9 +78,10 @@ def run_translate(source: str, target: str) -> dict:
     for pid in pids:
         clip = tts.render(spoken[pid][source], source).astype(np.float32)
         parts += [clip, gap]
-        t += len(clip)
-        ends.append(t / 16000)
-        t += len(gap)
+        # The end of speech is the last sample above 2% of the peak (TTS pads with silence).
+        loud = np.flatnonzero(np.abs(clip) > 0.02 * np.abs(clip).max())
+        ends.append((t + (loud[-1] + 1 if len(loud) else len(clip))) / 16000)
+        t += len(clip) + len(gap)
     audio = np.concatenate(parts)
     pipe = Pipeline(PipelineConfig(frontend=frontend_config(), wake="off"), models)
     latencies, correct = [], 0

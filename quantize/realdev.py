@@ -97,8 +97,8 @@ def _read_all(paths: list[Path]) -> tuple[list[np.ndarray], int]:
 
 def keyword_of(bundle_dir: Path) -> str | None:
     b = load_bundle(bundle_dir)
-    text = b.texts.get("wake", "").lower()
-    return next((k for k in KEYWORDS if k in text), None)
+    text = b.texts.get("wake", "").strip().lower()
+    return text if text in KEYWORDS else None  # "hallo Computer" is not the English "computer"
 
 
 def wake_real(bundle_dir: Path, root: Path, progress: bool = True) -> dict:
