@@ -189,7 +189,6 @@ class Frontend:
         self._noise: np.ndarray | None = None
         self._mean: np.ndarray | None = None
         self._history = np.zeros((2, self.cfg.mfcc_count), dtype=np.float32)
-        self._frames_seen = 0
 
     # -- streaming -----------------------------------------------------------------------
     def process(self, samples: np.ndarray) -> np.ndarray:
@@ -254,7 +253,6 @@ class Frontend:
     def _features_from_frames(self, frames: np.ndarray) -> np.ndarray:
         c = self.cfg
         power = self.power_spectrum(frames)
-        self._frames_seen += len(frames)
         # Per-frame loudness and spectral flatness of the speech band, for the VAD.
         band = np.maximum(power[:, self._vad_bins], 1e-6)
         self.energy_db = 10.0 * np.log10(band.sum(axis=1))

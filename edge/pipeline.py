@@ -161,6 +161,14 @@ class Pipeline:
         self._listen_until = -1.0
         self._wake_time = -1.0
 
+    def reset(self) -> None:
+        """A fresh stream with the same models: frontend, VAD, clocks, model states."""
+        self.frontend.reset()
+        self.vad.reset()
+        self.frame = 0
+        self.deaf_until_s = -1.0
+        self._install(self.models)
+
     def time_of(self, frame: int) -> float:
         return frame * self._frame_s + self._center_s
 

@@ -24,10 +24,7 @@ REAL_DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "
 
 def run_clip(pipe: Pipeline, audio: np.ndarray) -> list[Event]:
     """Stream one clip from a fresh pipeline state; return its events."""
-    pipe._install(pipe.models)
-    pipe.frontend.reset()
-    pipe.vad.reset()
-    pipe.frame = 0
+    pipe.reset()
     lead = np.zeros(int(LEAD_S * 16000), dtype=np.float32)
     events = []
     for chunk in (lead, audio.astype(np.float32)):
@@ -114,44 +111,18 @@ def read_audio_any(path: Path) -> np.ndarray | None:
     return x.astype(np.float32)
 
 
-def wake_detections(bundle: Path, clips: list[Path], thresholds: list[float]) -> np.ndarray:
-    """For each clip, the highest smoothed wake score seen while streaming it."""
-    pipe = make_pipeline([bundle], wake="on")
-    head = pipe.models.wake_heads[0]
-    best = []
-    for path in clips:
-        audio = read_audio_any(path)
-        best.append(max_wake_score(pipe, head, audio))
-    return np.array(best)
-
-
 def max_wake_score(pipe: Pipeline, head, audio: np.ndarray) -> float:
-    """Run the stream and return the highest smoothed posterior of the wake label."""
-    pipe._install(pipe.models)
-    fe, emb = pipe.frontend, pipe.models.embedder
-    fe.reset()
-    mel = fe.compute(np.concatenate([np.zeros(int(LEAD_S * 16000), np.float32), audio.astype(np.float32),
-                                     np.zeros(4800, np.float32)]))
-    idx = head.bundle.labels.index("wake")
-    k = max(1, int(head.bundle.decision.get("smoothing_steps", 1)))
-    scores = []
-    for t in range(len(mel)):
-        e = emb.push(mel[t])
-        if e is not None:
-            head.runner.push(e)
-            scores.append(head.runner.scores()[idx])
-    if not scores:
-        return 0.0
-    s = np.convolve(scores, np.ones(k) / k, mode="valid") if len(scores) >= k else np.array(scores)
-    return float(s.max())
+    """The highest smoothed wake posterior while streaming one clip (with lead-in and tail)."""
+    padded = np.concatenate([np.zeros(int(LEAD_S * 16000), np.float32), audio.astype(np.float32),
+                             np.zeros(4800, np.float32)])
+    scores = stream_scores(pipe, head, padded)
+    return float(scores.max()) if len(scores) else 0.0
 
 
 def stream_scores(pipe: Pipeline, head, audio: np.ndarray) -> np.ndarray:
-    """Smoothed wake posteriors at every embedding step over a long stream."""
+    """Smoothed wake posteriors at every embedding step over a stream, from a fresh state."""
+    pipe.reset()
     fe, emb = pipe.frontend, pipe.models.embedder
-    fe.reset()
-    emb.reset()
-    head.runner.reset()
     idx = head.bundle.labels.index("wake")
     scores = []
     for i in range(0, len(audio), 16000 * 30):
@@ -162,6 +133,8 @@ def stream_scores(pipe: Pipeline, head, audio: np.ndarray) -> np.ndarray:
                 head.runner.push(e)
                 scores.append(head.runner.scores()[idx])
     k = max(1, int(head.bundle.decision.get("smoothing_steps", 1)))
+    if len(scores) < k:
+        return np.array(scores)
     return np.convolve(scores, np.ones(k) / k, mode="valid")
 
 
