@@ -48,16 +48,53 @@ def with_silence(*clips: np.ndarray, gap_s: float = 1.0) -> np.ndarray:
     return np.concatenate(parts)
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory) -> Path:
-    """A bundle built from TINY_CATALOG by `python -m quantize build --quick` (about a minute)."""
+TINY_DE_CATALOG = """\
+language = "de"
+task = "command"
+
+[intents]
+lights_on = ["Licht an", "mach das Licht an"]
+stop = ["stopp", "halt"]
+seven = ["sieben"]
+
+[negatives]
+phrases = ["hallo", "guten Morgen", "das Wetter ist schön", "die Katze schläft", "Fenster", "elf"]
+"""
+
+
+def build_bundle(catalog_text: str, work: Path, name: str) -> Path:
+    """`python -m quantize build --quick` on a catalog given as text; returns work/name."""
     pytest.importorskip("tensorflow")
     pytest.importorskip("pyopen_wakeword")
-    work = tmp_path_factory.mktemp("tiny")
-    catalog = work / "tiny.toml"
-    catalog.write_text(TINY_CATALOG)
-    out = work / "bundle"
+    catalog = work / f"{name}.toml"
+    catalog.write_text(catalog_text)
+    out = work / name
     proc = subprocess.run([sys.executable, "-m", "quantize", "-q", "build", "--catalog", str(catalog), "--out",
                            str(out), "--quick", "--no-real"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+def copy_bundle(bundle: Path, out: Path, **manifest: object) -> Path:
+    """Copy a bundle elsewhere, keeping its embedding reachable, optionally changing manifest keys."""
+    import json
+
+    shutil.copytree(bundle, out)
+    m = json.loads((out / "manifest.json").read_text())
+    m.update(manifest)
+    if "embedding" in m:  # the manifest's embedding path is relative to the bundle
+        m["embedding"]["path"] = str((bundle / m["embedding"]["path"]).resolve())
+    (out / "manifest.json").write_text(json.dumps(m))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A bundle built from TINY_CATALOG by `python -m quantize build --quick` (about a minute)."""
+    return build_bundle(TINY_CATALOG, tmp_path_factory.mktemp("tiny"), "bundle")
+
+
+@pytest.fixture(scope="session")
+def tiny_de_bundle(tmp_path_factory) -> Path:
+    """A German bundle built from TINY_DE_CATALOG, named de-tiny."""
+    return build_bundle(TINY_DE_CATALOG, tmp_path_factory.mktemp("tiny-de"), "de-tiny")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +10,11 @@ import pytest
 
 from edge.bundle import BundleError, TensorSpec, dequantize, load_bundle, quantize
 from edge.frontend import FrontendConfig
+from tests.conftest import copy_bundle
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "b"
-    shutil.copytree(bundle, out)
-    m = json.loads((out / "manifest.json").read_text())
-    if "embedding" in m:  # keep the relative embedding path valid from the copy
-        m["embedding"]["path"] = str((bundle / m["embedding"]["path"]).resolve())
-        (out / "manifest.json").write_text(json.dumps(m))
-    return out
+    return copy_bundle(bundle, tmp_path / "b")
 
 
 def _edit(path: Path, fn) -> None:

@@ -48,25 +48,11 @@ from edge.mqtt import (
     discovery_configs,
     parse_broker_url,
 )
-from tests.conftest import ROOT, espeak
+from tests.conftest import ROOT, copy_bundle, espeak
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CHUNK_SAMPLES = 1280
 CHUNK_S = CHUNK_SAMPLES / 16000
-GERMAN_CATALOG = """\
-language = "de"
-task = "command"
-
-[intents]
-lights_on = ["Licht an", "mach das Licht an"]
-stop = ["stopp", "halt"]
-seven = ["sieben"]
-
-[negatives]
-phrases = ["hallo", "guten Morgen", "das Wetter ist schön", "die Katze schläft", "Fenster", "elf"]
-"""
-
-
 # =========================================================================== formats (no broker)
 
 
@@ -273,23 +259,11 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture(scope="session")
-def models_dir(tiny_bundle: Path, tmp_path_factory) -> Path:
-    """English (the shared tiny bundle) and German (built here), side by side as a models dir."""
+def models_dir(tiny_bundle: Path, tiny_de_bundle: Path, tmp_path_factory) -> Path:
+    """English and German tiny bundles, side by side as a models dir."""
     root = tmp_path_factory.mktemp("models")
-    en = root / "en-tiny"
-    shutil.copytree(tiny_bundle, en)
-    m = json.loads((en / "manifest.json").read_text())
-    m["name"] = "en-tiny"
-    if "embedding" in m:  # keep the relative embedding path valid from the copy
-        m["embedding"]["path"] = str((tiny_bundle / m["embedding"]["path"]).resolve())
-    (en / "manifest.json").write_text(json.dumps(m))
-    catalog = root.parent / f"{root.name}-de.toml"
-    catalog.write_text(GERMAN_CATALOG)
-    proc = subprocess.run([sys.executable, "-m", "quantize", "-q", "build", "--catalog", str(catalog), "--out",
-                           str(root / "de-tiny"), "--quick", "--no-real",
-                           "--embedding", str(ROOT / "models" / "embedding")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    copy_bundle(tiny_bundle, root / "en-tiny", name="en-tiny")
+    copy_bundle(tiny_de_bundle, root / "de-tiny")
     return root
 
 

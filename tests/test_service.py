@@ -22,7 +22,7 @@ import pytest
 from edge.audio import write_wav
 from edge.config import RunConfig
 from edge.service import Service, rss_mb, temperature_c
-from tests.conftest import ROOT, espeak, with_silence
+from tests.conftest import ROOT, copy_bundle, espeak, with_silence
 
 STATE_KEYS = {"language", "mode", "target_language", "muted", "sensitivity", "models", "version", "uptime_s", "rtf",
               "cpu_percent", "rss_mb", "dropped_frames", "last_heard_language", "last_command", "language_switch_s",
@@ -31,14 +31,7 @@ STATE_KEYS = {"language", "mode", "target_language", "muted", "sensitivity", "mo
 
 def _copy_as(bundle: Path, out: Path, language: str) -> None:
     """The tiny English bundle under another name and language: enough to watch a swap happen."""
-    import shutil
-
-    shutil.copytree(bundle, out)
-    m = json.loads((out / "manifest.json").read_text())
-    m.update(name=out.name, language=language)
-    if "embedding" in m:
-        m["embedding"]["path"] = str((bundle / m["embedding"]["path"]).resolve())
-    (out / "manifest.json").write_text(json.dumps(m))
+    copy_bundle(bundle, out, name=out.name, language=language)
 
 
 @pytest.fixture(scope="module")

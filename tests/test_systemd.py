@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from edge import sdnotify
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_bundle
 
 SYSTEMD = ROOT / "systemd"
 UNIT = SYSTEMD / "polyvox.service"
@@ -554,34 +554,13 @@ def test_sigterm_while_the_loop_is_stalled_still_stops_in_time(notify_dir: Path,
         pv.close()
 
 
-TINY_DE_CATALOG = """\
-language = "de"
-task = "command"
-
-[intents]
-lights_on = ["Licht an", "mach das Licht an"]
-stop = ["stopp"]
-seven = ["sieben"]
-
-[negatives]
-phrases = ["hallo zusammen", "guten Morgen", "was für ein schöner Tag", "die Katze schläft", "Fenster", "elf"]
-"""
-
-
 @pytest.fixture(scope="module")
-def models_en_de(tmp_path_factory) -> Path:
-    """A models dir with the shipped English bundle and a tiny German one built by the toolchain."""
-    pytest.importorskip("tensorflow")
-    pytest.importorskip("pyopen_wakeword")
+def models_en_de(tiny_de_bundle: Path, tmp_path_factory) -> Path:
+    """A models dir with the shipped English bundle and the tiny German one built by the toolchain."""
     models = tmp_path_factory.mktemp("models")
     shutil.copytree(ROOT / "models" / "embedding", models / "embedding")
     shutil.copytree(EN_BUNDLE, models / "en-command")
-    catalog = models.parent / "de-tiny.toml"
-    catalog.write_text(TINY_DE_CATALOG)
-    proc = subprocess.run([sys.executable, "-m", "quantize", "-q", "build", "--catalog", str(catalog), "--out",
-                           str(models / "de-tiny"), "--quick", "--no-real", "--embedding", str(models / "embedding")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    copy_bundle(tiny_de_bundle, models / "de-tiny")
     return models
 
 
