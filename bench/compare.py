@@ -60,7 +60,7 @@ SINGLE_THREAD_ENV = {
 # polyvox's VAD rule (edge.vad.VadConfig defaults), applied to the frame decisions of the peer VADs
 # so that every VAD is endpointed the same way; repeated here to keep polyvox out of their processes.
 VAD_START_S = 0.05
-VAD_HANGOVER_S = 0.3
+VAD_HANGOVER_S = 0.2
 VAD_MIN_S = 0.15
 DIGIT_WORDS = {"zero": 0, "oh": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
                "eight": 8, "nine": 9}

@@ -58,8 +58,8 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def run_translate(source: str, target: str) -> dict:
-    """End of a spoken source phrase → first sample of target speech, for 12 phrases spoken by
+def run_translate(source: str, target: str, chunk_samples: int | None = None) -> dict:
+    """End of a spoken source phrase → first sample of target speech, for 24 phrases spoken by
     espeak-ng: chunk arrival + processing + phrase lookup and (cached) speech rendering."""
     from edge.speech import Tts
     from edge.translate import Translator
@@ -72,7 +72,7 @@ def run_translate(source: str, target: str) -> dict:
     tts = Tts()
     translator = Translator(models, target, tts)  # pre-renders every target phrase, as the service does
     spoken = translator.spoken
-    pids = sorted(spoken)[:: max(1, len(spoken) // 12)][:12]
+    pids = sorted(spoken)[:: max(1, len(spoken) // 24)][:24]
     gap = np.zeros(int(1.5 * 16000), np.float32)
     parts, ends, t = [gap], [], len(gap)
     for pid in pids:
@@ -85,14 +85,15 @@ def run_translate(source: str, target: str) -> dict:
     audio = np.concatenate(parts)
     pipe = Pipeline(PipelineConfig(frontend=frontend_config(), wake="off"), models)
     latencies, correct = [], 0
-    for i in range(0, len(audio), 1280):
+    step = chunk_samples or cfg.chunk_samples  # the microphone hands over a chunk once its last sample is recorded
+    for i in range(0, len(audio), step):
         w0 = time.perf_counter()
-        events = pipe.feed(audio[i : i + 1280])
+        events = pipe.feed(audio[i : i + step])
         for e in events:
             result = translator.translate(e)
             wall = time.perf_counter() - w0
             end = min(ends, key=lambda x: abs(x - e.t_end))
-            latencies.append((i + 1280) / 16000 - end + wall)
+            latencies.append((i + step) / 16000 - end + wall)
             correct += result is not None and e.intent == pids[ends.index(end)]
     lat = np.array(latencies) if latencies else np.array([np.nan])
     return {"config": f"translate {source}->{target}", "phrases": len(pids), "correct": int(correct),
@@ -117,8 +118,9 @@ def run_child(config: str, language: str, seconds: float) -> dict:
     audio, _ = fixed_recording(seconds)
     cpu0 = time.process_time()
     events = []
-    for i in range(0, len(audio), 1280):
-        events += pipe.feed(audio[i : i + 1280])
+    step = cfg.chunk_samples
+    for i in range(0, len(audio), step):
+        events += pipe.feed(audio[i : i + step])
     cpu = time.process_time() - cpu0
     m = pipe.metrics.to_dict()
     return {

@@ -70,7 +70,10 @@ class RunConfig:
     json: bool = False
     realtime: bool = False
     num_threads: int = 1
-    chunk_samples: int = 1280
+    chunk_samples: int = 640
+    """Samples handed to the pipeline at once (40 ms at 16 kHz). A decision waits for the chunk
+    holding the VAD's closing frame, so this adds up to its length to command and translation
+    latency (measured with 80 ms chunks: translation p95 0.30 s; with 40 ms: 0.26 s)."""
     output: str = ""
     """WAV file for spoken output (translation mode); empty = the speaker."""
     vad: VadConfig = field(default_factory=VadConfig)

@@ -152,6 +152,13 @@ class Pipeline:
     def _install(self, models: ModelSet) -> None:
         self.models = models
         for h in models.heads:
+            trained = None if h.wake else h.bundle.manifest.get("training", {}).get("vad", {}).get("hangover_s")
+            if trained is not None and abs(trained - self.cfg.vad.hangover_s) > 1e-6:
+                # Utterance heads classify the window where the VAD closes: a different hangover
+                # shows them audio shifted from what they were trained on.
+                log.warning("%s was trained with vad.hangover_s = %g but the VAD uses %g; expect lower accuracy",
+                            h.bundle.name, trained, self.cfg.vad.hangover_s)
+        for h in models.heads:
             h.runner.reset()
             if h.wake:
                 h.wake.reset()

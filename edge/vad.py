@@ -23,8 +23,9 @@ class VadConfig:
     """Spectral flatness (0 = tonal, 1 = white noise) above which a frame is not speech."""
     start_frames: int = 5
     """Speech-like frames in a row that open an utterance (50 ms)."""
-    hangover_s: float = 0.3
-    """Silence that closes an utterance."""
+    hangover_s: float = 0.2
+    """Silence that closes an utterance. It is most of the command and translation latency;
+    models are trained on windows taken where this VAD closes, so retrain when changing it."""
     min_utterance_s: float = 0.15
     max_utterance_s: float = 4.0
     floor_window_s: float = 1.5

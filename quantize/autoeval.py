@@ -1,5 +1,7 @@
 """`--language auto` on held-out voices: phrasebook phrases in every language, spoken by voices
-the language-id model never trained on, through the edge pipeline with each language rule."""
+the language-id model never trained on, through the edge pipeline with each language rule:
+"argmax" (the language-id model picks), "joint" (the default: each language's best phrase
+weighed by its language probability) and "off" (the most confident phrase head alone)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def evaluate_auto(models_dir: Path = ROOT / "models", voices_per_language: int =
         lang = _language_of(name)
         if lang and len(by_language[lang]) < voices_per_language:
             by_language[lang].append(Voice(engine, name, lang))
-    results = {rule: {"language_right": 0, "phrase_right": 0, "utterances": 0} for rule in ("argmax", "joint")}
+    results = {rule: {"language_right": 0, "phrase_right": 0, "utterances": 0} for rule in ("argmax", "joint", "off")}
     for lang, voices in by_language.items():
         for voice in voices:
             for pid in pids:

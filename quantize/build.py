@@ -74,8 +74,33 @@ def _prosody(rng: np.random.Generator, voice: Voice, jitter: bool) -> Prosody:
                    word_gap=int(rng.integers(0, 4)) if voice.engine == "espeak" else 0)
 
 
+def foreign_texts(catalog_path: Path, cat: Catalog) -> dict[str, list[str]]:
+    """The same vocabulary in the other languages (sibling command catalogs, or the phrasebook's
+    other columns): speech the model must learn to leave alone, so that a box listening in one
+    language ignores the others and `--language auto` can trust the most confident head."""
+    from quantize.catalog import read_phrasebook
+    from quantize.voices import LANGUAGES
+
+    out: dict[str, list[str]] = {}
+    if cat.task == "phrase":
+        for texts in read_phrasebook(catalog_path).values():
+            for lang, text in texts.items():
+                if lang != cat.language and lang in LANGUAGES:
+                    out.setdefault(lang, []).append(text)
+    elif cat.task == "command":
+        for lang in LANGUAGES:
+            sibling = catalog_path.with_name(f"{lang}-command.toml")
+            if lang != cat.language and sibling.is_file():
+                out[lang] = [p for ps in load_catalog(sibling).intents.values() for p in ps]
+    return out
+
+
+Foreign = dict[str, tuple[list[str], list[Voice], list[Voice]]]
+"""language → (its texts, its training voices, its held-out voices)."""
+
+
 def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: list[Voice], opts: BuildOptions,
-                  extra_negatives: list[str]) -> list[Example]:
+                  extra_negatives: list[str], foreign: Foreign | None = None) -> list[Example]:
     rng = np.random.default_rng(opts.seed)
     out: list[Example] = []
     reps = 1 if opts.quick else opts.train_reps
@@ -95,7 +120,8 @@ def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: lis
             add(text, label, train, pos_reps, "train")
             add(text, label, held, 1, "heldout")
     negatives = list(cat.negatives) + extra_negatives
-    n_pos_per_label = len(out) / max(1, len(cat.intents))
+    n_positives = len(out)
+    n_pos_per_label = n_positives / max(1, len(cat.intents))
     # The unknown class gets about twice an intent's share (wake: twice the positives), each
     # negative phrase spoken by a random handful of training voices.
     per_phrase = max(1, int(round(2 * n_pos_per_label / max(1, len(negatives)))))
@@ -105,6 +131,19 @@ def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: lis
             v = train[i]
             out.append(Example(text, 0, v, _prosody(rng, v, True), int(rng.integers(2**31)), "train"))
         add(text, 0, held[:2], 1, "heldout")
+    # Other languages spoken by their own voices, each about a sixth as many as this language's
+    # positives (measured on cached phrasebook features: auto-language 78 -> 90 % on held-out
+    # voices, own-language accuracy unchanged).
+    for texts, f_train, f_held in (foreign or {}).values():
+        if not texts or not f_train:
+            continue
+        n = 4 if opts.quick else max(4, n_positives // 6)
+        for _ in range(n):
+            text, v = texts[rng.integers(len(texts))], f_train[rng.integers(len(f_train))]
+            out.append(Example(text, 0, v, _prosody(rng, v, True), int(rng.integers(2**31)), "train"))
+        for v in f_held[:2]:
+            for i in rng.choice(len(texts), size=min(len(texts), 2 if opts.quick else 8), replace=False):
+                out.append(Example(texts[i], 0, v, Prosody(), int(rng.integers(2**31)), "heldout"))
     n_noise = max(20, len(out) // 20)
     for i in range(n_noise):
         out.append(Example("", 0, None, Prosody(), int(rng.integers(2**31)), "heldout" if i % 5 == 0 else "train"))
@@ -192,7 +231,9 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
         if opts.quick:
             extra_neg = extra_neg[:6]
     if cat.task != "langid":
-        examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg)
+        foreign = {lang: (texts, *choose_voices(lang, opts))
+                   for lang, texts in foreign_texts(catalog_path, cat).items()}
+        examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg, foreign)
     babble_texts = list(cat.negatives[:8]) or [ps[0] for ps in list(cat.intents.values())[:8]]
     babble = [(t, v) for t, v in zip(babble_texts, train_v * 8, strict=False) if v.language != "*"]
     recipe = CorpusRecipe(cat.task, frontend, vad, AugmentRecipe())
@@ -212,7 +253,10 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     for arch in archs:
         x = data["mel"] if arch == "dscnn" else data["emb"]
         hidden = 128 if arch == "cnn" else 64
-        cfg = TrainConfig(arch=arch, epochs=30 if opts.quick else 60, seed=opts.seed, hidden=hidden)
+        # Utterance models' unknown class (negatives, noise, other languages) is their largest; at
+        # one intent's weight it was underweighted (es phrasebook: noise rejected 72 %, at 2× 96 %).
+        cfg = TrainConfig(arch=arch, epochs=30 if opts.quick else 60, seed=opts.seed, hidden=hidden,
+                          unknown_weight=1.0 if cat.task == "wake" else 2.0)
         t0 = time.time()
         model = train(x[~held], y[~held], len(labels), cfg, progress=opts.progress)
         t_train = time.time() - t0

@@ -30,6 +30,9 @@ class TrainConfig:
     hidden: int = 64
     dropout: float = 0.3
     seed: int = 0
+    unknown_weight: float = 1.0
+    """Total loss weight of the unknown class (label 0) as a multiple of one intent's; classes
+    are otherwise balanced."""
 
 
 def build_model(arch: str, input_shape: tuple[int, ...], n_labels: int, cfg: TrainConfig):
@@ -101,6 +104,7 @@ def train(x: np.ndarray, y: np.ndarray, n_labels: int, cfg: TrainConfig, progres
         y_tr = np.concatenate([y_tr, y_tr])
     counts = np.bincount(y_tr, minlength=n_labels).astype(np.float64)
     weights = {i: float(len(y_tr) / (n_labels * c)) if c else 1.0 for i, c in enumerate(counts)}
+    weights[0] *= cfg.unknown_weight
     model = build_model(cfg.arch, x.shape[1:], n_labels, cfg)
     model.get_layer("standardize").adapt(x_tr[: 4000])
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy",

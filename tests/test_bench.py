@@ -44,10 +44,18 @@ def test_score_vad_counts_every_spoken_item_and_repeats_apart() -> None:
     assert len(s.latencies_s) == 2  # sentences are left out of latency
 
 
+def test_peer_endpointing_repeats_polyvox_vad_defaults() -> None:
+    from edge.vad import VadConfig
+
+    cfg = VadConfig()
+    peers = (compare.VAD_START_S, compare.VAD_HANGOVER_S, compare.VAD_MIN_S)
+    assert peers == (cfg.start_frames * cfg.frame_s, cfg.hangover_s, cfg.min_utterance_s)
+
+
 def test_frame_endpointer_closes_after_the_hangover() -> None:
     ep = compare.FrameEndpointer(frame_s=0.01)
     closed = [ep.step(speech) for speech in [True] * 30 + [False] * 40]
-    assert closed.index(True) == 30 + 29  # the 30th silent frame is 0.3 s of silence
+    assert closed.index(True) == 30 + 19  # the 20th silent frame is 0.2 s of silence
     assert sum(closed) == 1
     blip = compare.FrameEndpointer(frame_s=0.01)
     assert not any(blip.step(speech) for speech in [True] * 3 + [False] * 40)  # shorter than the start run

@@ -73,3 +73,16 @@ def test_the_pipeline_is_deaf_while_the_box_speaks(tiny_bundle: Path):
     for i in range(0, len(audio), 1280):
         events += pipe.feed(audio[i : i + 1280])
     assert [e.intent for e in events + pipe.finish()] == ["seven"]
+
+
+def test_a_vad_hangover_other_than_the_models_training_one_is_logged(tiny_bundle: Path, caplog):
+    from edge.frontend import FrontendConfig
+    from edge.pipeline import Pipeline, PipelineConfig, load_models
+    from edge.vad import VadConfig
+
+    models = load_models([tiny_bundle], FrontendConfig())
+    with caplog.at_level("WARNING", logger="edge.pipeline"):
+        Pipeline(PipelineConfig(wake="off"), models)
+        assert caplog.records == []
+        Pipeline(PipelineConfig(wake="off", vad=VadConfig(hangover_s=0.5)), models)
+    assert "trained with vad.hangover_s = 0.2 but the VAD uses 0.5" in caplog.text
