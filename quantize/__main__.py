@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from quantize.train import ARCHS
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 
@@ -111,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--language", help="for a phrasebook: the source language to build")
     p.add_argument("--quick", action="store_true", help="few voices, one augmentation, short training (tests)")
-    p.add_argument("--arch", action="append", choices=("dense", "cnn", "gru", "dscnn"),
-                   help="candidate architecture (repeatable); default: cnn and gru; dense with --quick")
+    p.add_argument("--arch", action="append", choices=ARCHS,
+                   help="candidate architecture (repeatable); default: cnn and cgru (wake: cnn and dense); "
+                        "dense with --quick")
     p.add_argument("--workers", type=int, default=2, help="processes for synthesis and features")
     p.add_argument("--embedding", default=str(MODELS / "embedding"), help="speech-embedding bundle")
     p.add_argument("--no-real", action="store_true", help="skip evaluation on ../shared/data/real-dev")
