@@ -74,3 +74,27 @@ def test_the_runtime_carries_gru_state_frame_to_frame(tmp_path):
     head.push(seq[0])
     y0, _ = model([seq[:1], np.zeros((1, 16), np.float32)])
     assert np.abs(head.scores() - np.asarray(y0)[0]).max() < 0.08
+
+
+@pytest.mark.parametrize("arch", ["cnn", "cgru"])
+def test_default_heads_learn_a_sequence_task_and_keep_it_in_int8(arch, tmp_path):
+    """Which of two bumps comes first in a 16-step window: order that a bag of frames cannot tell."""
+    pytest.importorskip("tensorflow")
+    from quantize.convert import tflite_predict, to_int8_tflite
+    from quantize.train import TrainConfig, predict, train
+
+    rng = np.random.default_rng(1)
+    n = 1200
+    x = rng.standard_normal((n, 16, 96)).astype(np.float32) * 0.5
+    y = rng.integers(0, 2, n)
+    for i in range(n):
+        a, b = sorted(rng.choice(16, 2, replace=False))
+        first, second = (a, b) if y[i] else (b, a)
+        x[i, first, :48] += 2.0
+        x[i, second, 48:] += 2.0
+    model = train(x[:1000], y[:1000], 2, TrainConfig(arch=arch, epochs=25, hidden=32), progress=False)
+    float_acc = float(np.mean(predict(model, x[1000:]).argmax(1) == y[1000:]))
+    to_int8_tflite(model, x[:1000], tmp_path / "m.tflite")
+    int8_acc = float(np.mean(tflite_predict(tmp_path / "m.tflite", x[1000:]).argmax(1) == y[1000:]))
+    assert float_acc > 0.9
+    assert int8_acc >= float_acc - 0.03
