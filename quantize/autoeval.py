@@ -18,7 +18,7 @@ from quantize.voices import LANGUAGES, Voice, synthesize
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def evaluate_auto(models_dir: Path = ROOT / "models", voices_per_language: int = 2, every: int = 4) -> dict:
+def evaluate_auto(models_dir: Path = ROOT / "models", voices_per_language: int = 4, every: int = 2) -> dict:
     models = load_models([models_dir / f"{lang}-phrase" for lang in LANGUAGES] + [models_dir / "langid"],
                          FrontendConfig())
     manifest = json.loads((models_dir / "langid" / "manifest.json").read_text())
@@ -31,25 +31,35 @@ def evaluate_auto(models_dir: Path = ROOT / "models", voices_per_language: int =
         lang = _language_of(name)
         if lang and len(by_language[lang]) < voices_per_language:
             by_language[lang].append(Voice(engine, name, lang))
-    results = {rule: {"language_right": 0, "phrase_right": 0, "utterances": 0} for rule in ("argmax", "joint", "off")}
+    rules = ("argmax", "joint", "off")
+    results = {rule: {"language_right": 0, "phrase_right": 0, "no_event": 0, "utterances": 0, "by_language": {}}
+               for rule in rules}
+    pipes = {rule: Pipeline(PipelineConfig(wake="off", langid_rule=rule), models) for rule in rules}
     for lang, voices in by_language.items():
         for voice in voices:
             for pid in pids:
                 speech = synthesize(book[pid][lang], voice).astype(np.float32)
                 audio = np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(8000, np.float32)])
                 for rule, r in results.items():
-                    pipe = Pipeline(PipelineConfig(wake="off", langid_rule=rule), models)
+                    pipe = pipes[rule]
+                    pipe.reset()
                     events = []
                     for i in range(0, len(audio), 1280):
                         events += pipe.feed(audio[i : i + 1280])
                     events += pipe.finish()
+                    right = bool(events) and events[0].language == lang
+                    per = r["by_language"].setdefault(lang, {"right": 0, "utterances": 0})
+                    per["utterances"] += 1
+                    per["right"] += right
                     r["utterances"] += 1
-                    if events:
-                        r["language_right"] += events[0].language == lang
-                        r["phrase_right"] += events[0].language == lang and events[0].intent == pid
+                    r["no_event"] += not events
+                    r["language_right"] += right
+                    r["phrase_right"] += right and events[0].intent == pid
     for r in results.values():
         r["language_accuracy"] = round(r["language_right"] / max(1, r["utterances"]), 4)
         r["phrase_accuracy"] = round(r["phrase_right"] / max(1, r["utterances"]), 4)
+        for per in r["by_language"].values():
+            per["accuracy"] = round(per["right"] / max(1, per["utterances"]), 4)
     return results
 
 

@@ -158,7 +158,7 @@ def make_langid_examples(cat: Catalog, labels: list[str], opts: BuildOptions
     out: list[Example] = []
     all_train: list[Voice] = []
     all_held: list[Voice] = []
-    per_text = 1 if opts.quick else 8
+    per_text = 1 if opts.quick else 14  # more voices per text: the model must hear language, not voice
     for lang, texts in cat.intents.items():
         train, held = choose_voices(lang, opts)
         all_train += train
