@@ -8,6 +8,7 @@ common tone-sandhi rules applied, because its Hanzi reader mixes in English phon
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -75,14 +76,40 @@ def _mbrola_works(voice: str) -> bool:
         return out.returncode == 0 and wav.is_file() and wav.stat().st_size > 1000
 
 
+FINGERPRINT_TEXT = {"zh": "yi1 er4 san1", "en": "one two three", "de": "eins zwei drei", "fr": "un deux trois",
+                    "es": "uno dos tres"}
+
+
+def _espeak_fingerprint(voice: str, language: str) -> str:
+    out = subprocess.run(["espeak-ng", "-v", voice, "--stdout", FINGERPRINT_TEXT.get(language, "one two three")],
+                         capture_output=True, timeout=10)
+    return hashlib.sha1(out.stdout).hexdigest()
+
+
+def distinct_espeak_voices(language: str) -> list[str]:
+    """espeak-ng base voices × variants that actually sound different. Some variant names do not
+    exist in every espeak-ng release, and some bases ignore variants altogether (1.51: en-gb and
+    fr-fr), and espeak-ng then silently speaks the base voice: such duplicates would be counted as
+    extra training voices, or worse, a "held-out" voice could be a training voice again."""
+    seen: set[str] = set()
+    names: list[str] = []
+    for base in ESPEAK_VOICES.get(language, []):
+        if not _espeak_works(base):
+            continue
+        for v in ESPEAK_VARIANTS:
+            name = f"{base}+{v}" if v else base
+            key = _espeak_fingerprint(name, language)
+            if key not in seen:
+                seen.add(key)
+                names.append(name)
+    return names
+
+
 def available_voices(language: str) -> list[Voice]:
-    """Every voice installed here that speaks `language`."""
+    """Every distinct voice installed here that speaks `language`."""
     voices: list[Voice] = []
     if shutil.which("espeak-ng"):
-        for base in ESPEAK_VOICES.get(language, []):
-            if not _espeak_works(base):
-                continue
-            voices += [Voice("espeak", f"{base}+{v}" if v else base, language) for v in ESPEAK_VARIANTS]
+        voices += [Voice("espeak", name, language) for name in distinct_espeak_voices(language)]
         voices += [Voice("mbrola", v, language) for v in MBROLA_VOICES.get(language, []) if _mbrola_works(v)]
     if shutil.which("pico2wave"):
         voices += [Voice("pico", v, language) for v in PICO_VOICES.get(language, [])]

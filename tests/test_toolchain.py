@@ -84,3 +84,17 @@ def test_augmentation_is_reproducible_and_keeps_the_speech_end():
     np.testing.assert_array_equal(a1, a2)
     assert end1 == end2 and 8000 < end1 < len(a1)
     assert np.abs(a1).max() <= 32767
+
+
+def test_no_held_out_voice_sounds_like_a_training_voice():
+    """espeak-ng silently speaks the base voice for variants it lacks (and fr-fr ignores them all)."""
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed")
+    from quantize.build import BuildOptions, choose_voices
+    from quantize.voices import _espeak_fingerprint
+
+    train, held = choose_voices("fr", BuildOptions())
+    prints = {v.id: _espeak_fingerprint(v.name, "fr") for v in train + held if v.engine == "espeak"}
+    train_prints = {prints[v.id] for v in train if v.id in prints}
+    assert len(train_prints) == sum(v.engine == "espeak" for v in train)
+    assert not train_prints & {prints[v.id] for v in held if v.id in prints}
