@@ -62,7 +62,8 @@ def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[
     voices = espeak[: opts.max_espeak_voices] + others
     train, held = split_voices(voices, 0.2)
     if opts.quick:
-        train = sorted(train, key=lambda v: _stable(v.id))[:6]
+        # The plain voices first (no espeak variant): a quick model should at least know them.
+        train = sorted(train, key=lambda v: ("+" in v.name, _stable(v.id)))[:6]
         held = sorted(held, key=lambda v: _stable(v.id))[:2]
     return train, held
 
