@@ -28,7 +28,7 @@ from quantize.catalog import Catalog, load_catalog
 from quantize.convert import io_specs, tflite_predict, to_int8_tflite
 from quantize.corpus import MEL_WINDOW, WINDOW, CorpusRecipe, Example, build_features
 from quantize.util import sha256_file
-from quantize.voices import Prosody, Voice, available_voices, split_voices
+from quantize.voices import ESPEAK_VOICES, Prosody, Voice, available_voices, split_voices
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,12 @@ def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[
     voices = espeak[: opts.max_espeak_voices] + others
     train, held = split_voices(voices, 0.2)
     if opts.quick:
-        # The plain voices first (no espeak variant): a quick model should at least know them.
-        train = sorted(train, key=lambda v: ("+" in v.name, _stable(v.id)))[:6]
+        # A quick model is a smoke test: it trains on the language's default espeak-ng voice
+        # (what `espeak-ng -v <lang>` speaks, and what the tests speak with) plus five others.
+        default = [Voice("espeak", ESPEAK_VOICES[language][0], language)] if espeak else []
+        held = [v for v in held if v not in default]
+        rest = sorted((v for v in train if v not in default), key=lambda v: _stable(v.id))
+        train = default + rest[: 6 - len(default)]
         held = sorted(held, key=lambda v: _stable(v.id))[:2]
     return train, held
 
