@@ -158,7 +158,6 @@ class Pipeline:
                 # shows them audio shifted from what they were trained on.
                 log.warning("%s was trained with vad.hangover_s = %g but the VAD uses %g; expect lower accuracy",
                             h.bundle.name, trained, self.cfg.vad.hangover_s)
-        for h in models.heads:
             h.runner.reset()
             if h.wake:
                 h.wake.reset()

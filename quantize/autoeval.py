@@ -13,6 +13,7 @@ import numpy as np
 from edge.frontend import FrontendConfig
 from edge.pipeline import Pipeline, PipelineConfig, load_models
 from quantize.catalog import read_phrasebook
+from quantize.evaluate import run_clip
 from quantize.voices import LANGUAGES, Voice, synthesize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,14 +40,9 @@ def evaluate_auto(models_dir: Path = ROOT / "models", voices_per_language: int =
         for voice in voices:
             for pid in pids:
                 speech = synthesize(book[pid][lang], voice).astype(np.float32)
-                audio = np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(8000, np.float32)])
+                audio = np.concatenate([speech, np.zeros(8000, np.float32)])
                 for rule, r in results.items():
-                    pipe = pipes[rule]
-                    pipe.reset()
-                    events = []
-                    for i in range(0, len(audio), 1280):
-                        events += pipe.feed(audio[i : i + 1280])
-                    events += pipe.finish()
+                    events = run_clip(pipes[rule], audio)  # from a fresh state, after 0.5 s of silence
                     right = bool(events) and events[0].language == lang
                     per = r["by_language"].setdefault(lang, {"right": 0, "utterances": 0})
                     per["utterances"] += 1

@@ -8,6 +8,7 @@ common tone-sandhi rules applied, because its Hanzi reader mixes in English phon
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import subprocess
@@ -86,11 +87,14 @@ def _espeak_fingerprint(voice: str, language: str) -> str:
     return hashlib.sha1(out.stdout).hexdigest()
 
 
-def distinct_espeak_voices(language: str) -> list[str]:
+@functools.cache
+def distinct_espeak_voices(language: str) -> tuple[str, ...]:
     """espeak-ng base voices × variants that actually sound different. Some variant names do not
     exist in every espeak-ng release, and some bases ignore variants altogether (1.51: en-gb and
     fr-fr), and espeak-ng then silently speaks the base voice: such duplicates would be counted as
-    extra training voices, or worse, a "held-out" voice could be a training voice again."""
+    extra training voices, or worse, a "held-out" voice could be a training voice again.
+    Cached per process: a build asks for every language's voices (foreign negatives, langid),
+    and fingerprinting one language takes several hundred espeak-ng runs."""
     seen: set[str] = set()
     names: list[str] = []
     for base in ESPEAK_VOICES.get(language, []):
@@ -102,7 +106,7 @@ def distinct_espeak_voices(language: str) -> list[str]:
             if key not in seen:
                 seen.add(key)
                 names.append(name)
-    return names
+    return tuple(names)
 
 
 def available_voices(language: str) -> list[Voice]:
