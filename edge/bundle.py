@@ -60,6 +60,12 @@ def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return ((np.asarray(q, dtype=np.float32) - spec.zero_point) * spec.scale).astype(np.float32)
 
 
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (for models that output logits)."""
+    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return (e / np.sum(e, axis=-1, keepdims=True)).astype(np.float32)
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -82,6 +88,8 @@ class Bundle:
     input: TensorSpec
     output: TensorSpec
     frontend: FrontendConfig
+    output_logits: bool = False
+    """The model outputs logits (manifest output.activation "logits"); the runner applies the softmax."""
     decision: dict[str, Any] = field(default_factory=dict)
     state: tuple[dict, ...] = ()
     embedding_path: Path | None = None
@@ -176,6 +184,9 @@ def load_bundle(path: str | Path, runtime_frontend: FrontendConfig | None = None
         ):
             raise _fail(path, f"{what} quantization in model.tflite ({have.scale:g}, {have.zero_point}) "
                               f"differs from the manifest ({want.scale:g}, {want.zero_point})")
+    activation = spec_out.get("activation", "softmax")
+    if activation not in ("softmax", "logits"):
+        raise _fail(path, f"output activation {activation!r} is not 'softmax' or 'logits'")
     if task not in ("embedding",) and have_out.shape[-1] != len(labels):
         raise _fail(path, f"model has {have_out.shape[-1]} outputs but {len(labels)} labels")
     embedding_path = None
@@ -201,6 +212,7 @@ def load_bundle(path: str | Path, runtime_frontend: FrontendConfig | None = None
         input=have_in,
         output=have_out,
         frontend=frontend,
+        output_logits=activation == "logits",
         decision=dict(manifest.get("decision", {})),
         state=tuple(manifest.get("state", ())),
         embedding_path=embedding_path,

@@ -9,17 +9,24 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import TensorSpec, dequantize, quantize
+from edge.bundle import TensorSpec, dequantize, quantize, softmax
 from edge.interpreter import make_interpreter
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 log = logging.getLogger(__name__)
 
 
-def to_int8_tflite(model, representative: np.ndarray, out_path: Path, samples: int = 300) -> None:
+def to_int8_tflite(model, representative: np.ndarray, out_path: Path, samples: int = 300,
+                   logits: bool = False) -> None:
+    """With `logits`, the model's softmax stays out of the int8 graph: an int8 posterior tops
+    out at 255/256, so a wake model's confident hits and its confident false alarms all read
+    0.996 and no threshold can part them; int8 logits keep that margin (the runtime applies
+    the softmax in float)."""
     import keras
     import tensorflow as tf
 
+    if logits:
+        model = keras.Model(model.inputs, model.get_layer("logits").output)
     # Batch-1 graph around the trained model: the device runs one window at a time.
     inp = keras.Input(shape=representative.shape[1:], batch_size=1, name="features")
     fixed = keras.Model(inp, model(inp, training=False))
@@ -41,8 +48,9 @@ def to_int8_tflite(model, representative: np.ndarray, out_path: Path, samples: i
         out_path.write_bytes(conv.convert())
 
 
-def tflite_predict(path: Path, x: np.ndarray) -> np.ndarray:
-    """Posteriors of a batch-1 TFLite model for every row of x."""
+def tflite_predict(path: Path, x: np.ndarray, logits: bool = False) -> np.ndarray:
+    """Posteriors of a batch-1 TFLite model for every row of x (`logits`: the model outputs
+    logits, to which this applies the softmax)."""
     interp = make_interpreter(str(path))
     d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
     s_in, s_out = TensorSpec.from_detail(d_in), TensorSpec.from_detail(d_out)
@@ -51,7 +59,7 @@ def tflite_predict(path: Path, x: np.ndarray) -> np.ndarray:
         interp.set_tensor(d_in["index"], quantize(x[i : i + 1].astype(np.float32), s_in))
         interp.invoke()
         out[i] = dequantize(interp.get_tensor(d_out["index"]), s_out).reshape(-1)
-    return out
+    return softmax(out) if logits else out
 
 
 def io_specs(path: Path) -> tuple[TensorSpec, TensorSpec, str, str]:

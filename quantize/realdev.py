@@ -107,7 +107,8 @@ def wake_real(bundle_dir: Path, root: Path, progress: bool = True) -> dict:
     head = pipe.models.wake_heads[0]
     keyword = keyword_of(bundle_dir)
     out: dict = {}
-    thresholds = np.round(np.concatenate([np.arange(0.3, 0.98, 0.02), [0.98, 0.985, 0.99, 0.995, 0.998]]), 3)
+    top = [0.98, 0.985, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999]  # logit-output models resolve these
+    thresholds = np.round(np.concatenate([np.arange(0.3, 0.98, 0.02), top]), 4)
     frr = None
     if keyword:
         clips, bad = _read_all(_audio_files(root / "wakewords" / keyword))

@@ -26,7 +26,8 @@ def recalibrate(bundle: Path) -> dict:
         voices = set(data["voice"][held]) - {"noise"}
         if voices != held_voices or int(data["label"].max()) + 1 != n_labels:
             continue
-        probs = tflite_predict(bundle / "model.tflite", data["emb"][held])
+        logits = manifest["output"].get("activation") == "logits"
+        probs = tflite_predict(bundle / "model.tflite", data["emb"][held], logits=logits)
         threshold, calib = calibrate_command_threshold(probs, data["label"][held])
         manifest["decision"]["threshold"] = threshold
         manifest["metrics"].update(calib)

@@ -81,8 +81,9 @@ def build_model(arch: str, input_shape: tuple[int, ...], n_labels: int, cfg: Tra
         x = layers.Dropout(cfg.dropout)(x)
     else:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
-    out = layers.Dense(n_labels, activation="softmax")(x)
-    return keras.Model(inp, out, name=f"polyvox_{arch}")
+    # Logits stay a named layer: a wake model ships them instead of posteriors (see convert).
+    logits = layers.Dense(n_labels, name="logits")(x)
+    return keras.Model(inp, layers.Softmax()(logits), name=f"polyvox_{arch}")
 
 
 def spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

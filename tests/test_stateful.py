@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edge.bundle import SCHEMA_VERSION, TensorSpec, load_bundle
+from edge.bundle import SCHEMA_VERSION, BundleError, TensorSpec, load_bundle
 from edge.frontend import FrontendConfig
 from edge.models import StatefulHead
 
@@ -98,3 +98,47 @@ def test_default_heads_learn_a_sequence_task_and_keep_it_in_int8(arch, tmp_path)
     int8_acc = float(np.mean(tflite_predict(tmp_path / "m.tflite", x[1000:]).argmax(1) == y[1000:]))
     assert float_acc > 0.9
     assert int8_acc >= float_acc - 0.03
+
+
+def test_a_logit_output_head_resolves_posteriors_an_int8_softmax_cannot(tmp_path):
+    """Wake heads ship int8 logits: an int8 posterior stops at 255/256, so a threshold above
+    0.996 could never fire; through logits the runtime's float softmax goes past it."""
+    pytest.importorskip("tensorflow")
+    from quantize.convert import io_specs, tflite_predict, to_int8_tflite
+    from quantize.train import TrainConfig, predict, train
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((800, 16, 96)).astype(np.float32)
+    y = rng.integers(0, 2, 800)
+    x[y == 1, :, :32] += 4.0  # an easy task: the model grows very confident
+    model = train(x[:600], y[:600], 2, TrainConfig(arch="dense", epochs=20, hidden=16), progress=False)
+    path = tmp_path / "m.tflite"
+    to_int8_tflite(model, x[:600], path, logits=True)
+    probs = tflite_predict(path, x[600:], logits=True)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.mean(probs.argmax(1) == predict(model, x[600:]).argmax(1)) > 0.97
+    assert probs[y[600:] == 1, 1].max() > 0.999  # an int8 softmax tops out at 0.996
+
+    fe = FrontendConfig()
+    spec_in, spec_out, name_in, name_out = io_specs(path)
+    bundle = tmp_path / "wake"
+    bundle.mkdir()
+    (bundle / "model.tflite").write_bytes(path.read_bytes())
+    manifest = {
+        "schema_version": SCHEMA_VERSION, "name": "wake", "language": "en", "task": "wake",
+        "labels": ["_unknown_", "wake"], "input_features": "frontend",
+        "input": spec_in.to_dict() | {"name": name_in},
+        "output": spec_out.to_dict() | {"name": name_out, "activation": "logits"},
+        "frontend": {"config": fe.to_dict(), "hash": fe.hash},
+    }
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    from edge.models import WindowHead
+
+    head = WindowHead(load_bundle(bundle, fe))
+    i = int(np.argmax(probs[:, 1]))
+    assert np.allclose(head.classify(x[600 + i]), probs[i], atol=1e-5)
+
+    manifest["output"]["activation"] = "sigmoid"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="activation 'sigmoid'"):
+        load_bundle(bundle, fe)
