@@ -11,7 +11,7 @@ APT_TEST := mosquitto mosquitto-clients systemd sox
 APT_VOICES := flite festival libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
   mbrola-de1 mbrola-de2 mbrola-de3 mbrola-de4 mbrola-de5 mbrola-de6 mbrola-de7 mbrola-fr1 mbrola-fr2 \
   mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-es1 mbrola-es2 mbrola-es3 mbrola-es4 \
-  mbrola-mx1 mbrola-mx2 mbrola-vz1
+  mbrola-mx1 mbrola-mx2 mbrola-vz1 mbrola-cn1
 
 .PHONY: demo test lint models models-deps bench bench-peers apt-runtime apt-test clean
 

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -255,20 +256,20 @@ class PolyvoxPipeline(Detector):
         return {"stage_rtf": self.pipe.metrics.to_dict()["stage_rtf"]}
 
 
-class MicroWakeWordDetector(Detector):
-    """pymicro-wakeword's four built-in models on one shared micro frontend; each model's own
-    cutoff on its sliding-window mean decides."""
+class PeerWakeDetector(Detector):
+    """A peer's shared streaming features, then each of its wake models in turn; CPU time is
+    kept per stage so the report can split shared from per-model cost."""
 
-    def __init__(self) -> None:
-        from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures, Model
+    features: Any
 
-        self.features = MicroWakeWordFeatures()
-        self.models = [MicroWakeWord.from_builtin(Model(name)) for name in PEER_WAKE_MODELS]
-        for m in self.models:
-            _swap_interpreter(m, m.lib, m.model, ("interpreter", "input_tensor", "output_tensor"))
-        self.labels = [m.id.replace("_", " ") for m in self.models]
+    def _use_models(self, models: list) -> None:
+        self.models = models
+        self.labels = [m.id.replace("_", " ") for m in models]
         self.refractory = Refractory()
-        self.cpu_shared_s, self.cpu_model_s = 0.0, [0.0] * len(self.models)
+        self.cpu_shared_s, self.cpu_model_s = 0.0, [0.0] * len(models)
+
+    def fires(self, model, feats: list) -> bool:
+        raise NotImplementedError
 
     def process(self, chunk: np.ndarray, t_s: float) -> list[str]:
         clock = time.process_time
@@ -278,14 +279,32 @@ class MicroWakeWordDetector(Detector):
         out = []
         for k, (model, label) in enumerate(zip(self.models, self.labels, strict=True)):
             t0 = clock()
-            fired = [model.process_streaming(f) for f in feats]
+            fired = self.fires(model, feats)
             self.cpu_model_s[k] += clock() - t0
-            if any(fired) and self.refractory.fire(label, t_s):
+            if fired and self.refractory.fire(label, t_s):
                 out.append(label)
         return out
 
 
-class OpenWakeWordDetector(Detector):
+class MicroWakeWordDetector(PeerWakeDetector):
+    """pymicro-wakeword's four built-in models on one shared micro frontend; each model's own
+    cutoff on its sliding-window mean decides."""
+
+    def __init__(self) -> None:
+        from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures, Model
+
+        self.features = MicroWakeWordFeatures()
+        models = [MicroWakeWord.from_builtin(Model(name)) for name in PEER_WAKE_MODELS]
+        for m in models:
+            _swap_interpreter(m, m.lib, m.model, ("interpreter", "input_tensor", "output_tensor"))
+        self._use_models(models)
+
+    def fires(self, model, feats: list) -> bool:
+        # Every frame goes through (a list, not a short-circuiting any()): the model is streaming.
+        return any([model.process_streaming(f) for f in feats])
+
+
+class OpenWakeWordDetector(PeerWakeDetector):
     """pyopen-wakeword's four built-in models on its shared mel + embedding graphs; a score above
     0.5 (openWakeWord's documented default) fires."""
 
@@ -301,26 +320,13 @@ class OpenWakeWordDetector(Detector):
                           MEL_SHAPE)
         _swap_interpreter(f, f.lib, f.emb_model, ("emb_interpreter", "emb_input_tensor", "emb_output_tensor"),
                           EMB_SHAPE)
-        self.models = [OpenWakeWord.from_builtin(Model(name)) for name in PEER_WAKE_MODELS]
-        for m in self.models:
+        models = [OpenWakeWord.from_builtin(Model(name)) for name in PEER_WAKE_MODELS]
+        for m in models:
             _swap_interpreter(m, m.lib, m.model, ("interpreter", "input_tensor", "output_tensor"))
-        self.labels = [m.id.replace("_", " ") for m in self.models]
-        self.refractory = Refractory()
-        self.cpu_shared_s, self.cpu_model_s = 0.0, [0.0] * len(self.models)
+        self._use_models(models)
 
-    def process(self, chunk: np.ndarray, t_s: float) -> list[str]:
-        clock = time.process_time
-        t0 = clock()
-        embeddings = list(self.features.process_streaming(chunk.tobytes()))
-        self.cpu_shared_s += clock() - t0
-        out = []
-        for k, (model, label) in enumerate(zip(self.models, self.labels, strict=True)):
-            t0 = clock()
-            best = max((p for e in embeddings for p in model.process_streaming(e)), default=0.0)
-            self.cpu_model_s[k] += clock() - t0
-            if best > self.THRESHOLD and self.refractory.fire(label, t_s):
-                out.append(label)
-        return out
+    def fires(self, model, feats: list) -> bool:
+        return max((p for e in feats for p in model.process_streaming(e)), default=0.0) > self.THRESHOLD
 
 
 def _quiet_decoder(**config):

@@ -2,8 +2,9 @@
 
 Engines (all from Debian packages, voices inside): espeak-ng with its voice variants, MBROLA
 diphone voices driven by espeak-ng, SVOX Pico (pico2wave) and Flite (English). Mandarin is
-written in Hanzi and read by espeak-ng's pinyin voice from toned pinyin (pypinyin), with the
-common tone-sandhi rules applied, because its Hanzi reader mixes in English phonemes.
+written in Hanzi and read from toned pinyin (pypinyin, with the common tone-sandhi rules) by
+espeak-ng's pinyin voice, because its Hanzi reader mixes in English phonemes, and by the MBROLA
+cn1 voice through our own pinyin front end (quantize.pinyin_mbrola).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import AudioError, read_wav
+from quantize.pinyin_mbrola import CN1_VARIANTS, cn1_installed, synthesize_cn1
 
 ESPEAK_VOICES = {
     "en": ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
@@ -57,6 +59,12 @@ class Voice:
     @property
     def id(self) -> str:
         return f"{self.engine}:{self.name}"
+
+    @property
+    def family(self) -> str:
+        """The recorded speaker behind a voice: variants of one MBROLA database are one family.
+        (espeak-ng variants are separate formant settings, each its own voice.)"""
+        return self.id if self.engine == "espeak" else self.id.split("+")[0]
 
 
 def _espeak_works(voice: str) -> bool:
@@ -115,6 +123,8 @@ def available_voices(language: str) -> list[Voice]:
     if shutil.which("espeak-ng"):
         voices += [Voice("espeak", name, language) for name in distinct_espeak_voices(language)]
         voices += [Voice("mbrola", v, language) for v in MBROLA_VOICES.get(language, []) if _mbrola_works(v)]
+    if language == "zh" and cn1_installed():
+        voices += [Voice("mbrola", f"cn1+{v}" if v else "cn1", language) for v in CN1_VARIANTS]
     if shutil.which("pico2wave"):
         voices += [Voice("pico", v, language) for v in PICO_VOICES.get(language, [])]
     if shutil.which("flite"):
@@ -123,11 +133,11 @@ def available_voices(language: str) -> list[Voice]:
 
 
 def split_voices(voices: list[Voice], heldout_fraction: float = 0.2) -> tuple[list[Voice], list[Voice]]:
-    """Hold out whole voices, stably (by a hash of the voice id), at least one per engine family
-    when the engine has more than two voices."""
+    """Hold out whole voices, stably (by a hash of the voice's family: a speaker's variants stay
+    on one side), at least one when there are two or more."""
     train, held = [], []
     for v in voices:
-        bucket = zlib.crc32(v.id.encode()) % 1000 / 1000
+        bucket = zlib.crc32(v.family.encode()) % 1000 / 1000
         (held if bucket < heldout_fraction else train).append(v)
     if not held and len(train) > 1:
         held.append(train.pop())
@@ -179,6 +189,9 @@ def synthesize(text: str, voice: Voice, prosody: Prosody | None = None) -> np.nd
     spoken = spoken_text(text, voice.language)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "out.wav"
+        if voice.engine == "mbrola" and voice.family == "mbrola:cn1":
+            variant = voice.name.partition("+")[2]
+            return synthesize_cn1(spoken, variant, p.rate, 2 ** ((p.pitch - 50) / 100))
         if voice.engine in ("espeak", "mbrola"):
             cmd = ["espeak-ng", "-v", voice.name, "-s", str(int(165 * p.rate)), "-p", str(p.pitch),
                    "-g", str(p.word_gap), "-w", str(wav), spoken]

@@ -76,6 +76,31 @@ def test_mandarin_is_read_without_english_phonemes_and_at_plausible_length():
         assert 0.12 * len(word) < seconds < 0.6 * len(word) + 0.5, (word, seconds)
 
 
+@pytest.mark.parametrize("syllable, units", [
+    ("huan4", ("hu", "an", 4)), ("biao3", ("bi", "ao", 3)), ("juan1", ("ju", "an", 1)), ("yuan2", ("yu", "an", 2)),
+    ("xue2", ("x", "ue", 2)), ("lv4", ("l", "v", 4)), ("shi4", ("sh", "ll", 4)), ("si1", ("s", "ii", 1)),
+    ("jiu3", ("j", "iu", 3)), ("gui4", ("g", "ui", 4)), ("xiong2", ("xi", "ong", 2)), ("ai4", (None, "ai", 4)),
+    ("wo3", ("w", "o", 3)), ("le5", ("l", "e", 5)), ("ju4", ("j", "v", 4)),
+])
+def test_pinyin_maps_onto_the_cn1_voice_units(syllable, units):
+    from quantize.pinyin_mbrola import syllable_units
+
+    assert syllable_units(syllable) == units
+
+
+def test_the_cn1_voice_speaks_every_catalog_word_at_a_plausible_length():
+    from quantize.pinyin_mbrola import cn1_installed
+
+    if not cn1_installed():
+        pytest.skip("mbrola and its cn1 voice are not installed")
+    cat = load_catalog(CATALOGS / "zh-command.toml")
+    words = [p for ps in cat.intents.values() for p in ps] + list(cat.negatives)
+    voices = [Voice("mbrola", "cn1", "zh"), Voice("mbrola", "cn1+deep", "zh")]
+    for word, voice in zip(words, voices * len(words), strict=False):
+        seconds = len(synthesize(word, voice)) / 16000
+        assert 0.2 * len(word) < seconds < 0.6 * len(word) + 0.5, (word, seconds)
+
+
 def test_augmentation_is_reproducible_and_keeps_the_speech_end():
     rng_speech = np.random.default_rng(0)
     speech = (rng_speech.standard_normal(8000) * 3000).astype(np.float32)
