@@ -28,6 +28,7 @@ from quantize.catalog import Catalog, load_catalog
 from quantize.convert import io_specs, tflite_predict, to_int8_tflite
 from quantize.corpus import MEL_WINDOW, WINDOW, CorpusRecipe, Example, build_features
 from quantize.util import sha256_file
+from quantize.vocabulary import everyday_texts
 from quantize.voices import ESPEAK_VOICES, Prosody, Voice, available_voices, split_voices
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ Foreign = dict[str, tuple[list[str], list[Voice], list[Voice]]]
 
 
 def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: list[Voice], opts: BuildOptions,
-                  extra_negatives: list[str], foreign: Foreign | None = None) -> list[Example]:
+                  extra_negatives: list[str], foreign: Foreign | None = None,
+                  everyday: list[str] | None = None) -> list[Example]:
     rng = np.random.default_rng(opts.seed)
     out: list[Example] = []
     reps = 1 if opts.quick else opts.train_reps
@@ -136,6 +138,14 @@ def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: lis
             v = train[i]
             out.append(Example(text, 0, v, _prosody(rng, v, True), int(rng.integers(2**31)), "train"))
         add(text, 0, held[:2], 1, "heldout")
+    # Everyday words: as many renditions again as the positives, one random voice each, so the
+    # hand-picked sound-alikes above keep their share.
+    everyday = everyday or []
+    for k in range(int(n_positives) if everyday else 0):
+        text, v = everyday[k % len(everyday)], train[rng.integers(len(train))]
+        out.append(Example(text, 0, v, _prosody(rng, v, True), int(rng.integers(2**31)), "train"))
+    for text in everyday[:: max(1, len(everyday) // 40)]:
+        add(text, 0, held[:1], 1, "heldout")
     # Other languages spoken by their own voices, each about a sixth as many as this language's
     # positives (measured on cached phrasebook features: auto-language 78 -> 90 % on held-out
     # voices, own-language accuracy unchanged).
@@ -220,6 +230,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     log.info("%s: %d training voices, %d held-out voices", cat.name, len(train_v), len(held_v))
 
     extra_neg: list[str] = []
+    everyday: list[str] = []
     if cat.task == "wake":
         sibling = catalog_path.with_name(f"{cat.language}-command.toml")
         if not sibling.is_file():  # a custom keyword catalog in a subfolder
@@ -235,10 +246,12 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             extra_neg += [t[cat.language] for t in read_phrasebook(book).values() if cat.language in t]
         if opts.quick:
             extra_neg = extra_neg[:6]
+        keyword = [p for ps in cat.intents.values() for p in ps]
+        everyday = everyday_texts(cat.language, 20 if opts.quick else 400, keyword, opts.seed)
     if cat.task != "langid":
         foreign = {lang: (texts, *choose_voices(lang, opts))
                    for lang, texts in foreign_texts(catalog_path, cat).items()}
-        examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg, foreign)
+        examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg, foreign, everyday)
     babble_texts = list(cat.negatives[:8]) or [ps[0] for ps in list(cat.intents.values())[:8]]
     babble = [(t, v) for t, v in zip(babble_texts, train_v * 8, strict=False) if v.language != "*"]
     recipe = CorpusRecipe(cat.task, frontend, vad, AugmentRecipe())

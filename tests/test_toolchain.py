@@ -123,3 +123,14 @@ def test_no_held_out_voice_sounds_like_a_training_voice():
     train_prints = {prints[v.id] for v in train if v.id in prints}
     assert len(train_prints) == sum(v.engine == "espeak" for v in train)
     assert not train_prints & {prints[v.id] for v in held if v.id in prints}
+
+
+def test_everyday_negatives_never_say_the_keyword():
+    pytest.importorskip("wordfreq")
+    from quantize.vocabulary import everyday_texts
+
+    for language, keyword in [("en", "computer"), ("de", "hallo Computer"), ("zh", "你好电脑")]:
+        texts = everyday_texts(language, 300, [keyword])
+        assert len(texts) == 450 and len(set(texts[:300])) == 300
+        assert not [t for t in texts if keyword.lower() in t.lower()], language
+    assert "computers" not in everyday_texts("en", 3000, ["computer"])
