@@ -123,9 +123,9 @@ class Runner:
             if result is None:
                 out.append(event)
                 continue
-            self.speech_out.write(result.audio)
-            if self.cfg.output:  # a file: leave a pause between phrases, as a speaker would
-                self.speech_out.write(np.zeros(8000, dtype=np.int16))
+            # A file gets half a second of silence around each phrase, as a listener's room would.
+            pause = np.zeros(8000 if self.cfg.output else 0, dtype=np.int16)
+            self.speech_out.write(np.concatenate([pause, result.audio, pause]))
             speech_s = len(result.audio) / 16000
             self.pipeline.deaf_until_s = self.pipeline.time_of(self.pipeline.frame) + speech_s
             # End of the source utterance → first target sample: decision delay in stream time
