@@ -105,6 +105,12 @@ Foreign = dict[str, tuple[list[str], list[Voice], list[Voice]]]
 """language → (its texts, its training voices, its held-out voices)."""
 
 
+def _part_of_keyword(text: str, cat: Catalog) -> bool:
+    """A negative that is a piece of a multi-word keyword ("hallo" of "hallo Computer", 电脑 of 你好电脑)."""
+    t = text.strip().lower()
+    return any(t != p.lower() and t in p.lower() for ps in cat.intents.values() for p in ps)
+
+
 def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: list[Voice], opts: BuildOptions,
                   extra_negatives: list[str], foreign: Foreign | None = None,
                   everyday: list[str] | None = None) -> list[Example]:
@@ -133,7 +139,12 @@ def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: lis
     # negative phrase spoken by a random handful of training voices.
     per_phrase = max(1, int(round(2 * n_pos_per_label / max(1, len(negatives)))))
     for text in negatives:
-        picks = rng.choice(len(train), size=min(len(train), per_phrase), replace=len(train) < per_phrase)
+        if cat.task == "wake" and _part_of_keyword(text, cat):
+            # "Computer" alone must not wake a "hallo Computer" box: at one share, the German model
+            # fired on a quarter of the real English "computer" clips.
+            picks = rng.choice(len(train), size=4 * per_phrase, replace=True)
+        else:
+            picks = rng.choice(len(train), size=min(len(train), per_phrase), replace=len(train) < per_phrase)
         for i in picks:
             v = train[i]
             out.append(Example(text, 0, v, _prosody(rng, v, True), int(rng.integers(2**31)), "train"))
