@@ -70,10 +70,13 @@ def synth_cached(text: str, voice: Voice, prosody: Prosody) -> np.ndarray:
     key = hashlib.sha256(f"{voice.id}|{text}|{prosody}".encode()).hexdigest()[:20]
     path = CACHE / "synth" / key[:2] / f"{key}.npy"
     if path.is_file():
-        return np.load(path)
-    audio = trim_silence(synthesize(text, voice, prosody))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, audio)
+        audio = np.load(path)
+    else:
+        audio = trim_silence(synthesize(text, voice, prosody))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, audio)
+    if len(audio) < RATE // 50:  # some voices say nothing for some words (an abbreviation, a foreign name)
+        raise AudioError(f"{voice.id} spoke nothing for {text!r}")
     return audio
 
 

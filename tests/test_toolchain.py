@@ -134,3 +134,14 @@ def test_everyday_negatives_never_say_the_keyword():
         assert len(texts) == 450 and len(set(texts[:300])) == 300
         assert not [t for t in texts if keyword.lower() in t.lower()], language
     assert "computers" not in everyday_texts("en", 3000, ["computer"])
+
+
+def test_a_voice_that_says_nothing_is_skipped_not_fatal():
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed")
+    from edge.audio import AudioError
+    from quantize.corpus import synth_cached
+    from quantize.voices import Prosody
+
+    with pytest.raises(AudioError, match="spoke nothing"):
+        synth_cached("   ", Voice("espeak", "en-us", "en"), Prosody())
