@@ -28,6 +28,10 @@ def models_table(models_dir: Path) -> str:
             if "false_reject_rate" in r:
                 notes.append(f"FRR {r['false_reject_rate']:.1%} on {r['keyword_clips']} real clips")
             notes.append(f"{r['false_accepts_per_hour_real']} FA/h on {r['negative_real_hours']} h real speech")
+            if "false_reject_rate" in r:
+                best = r.get("frr_at_1fa_per_hour")
+                notes.append(f"at <= 1 FA/h: FRR {best['frr']:.1%} (threshold {best['threshold']})" if best
+                             else "no threshold reaches <= 1 FA/h")
         if "cmn_words" in real:
             r = real["cmn_words"]
             notes.append(f"real Mandarin words (1 speaker): {r['accuracy']:.1%} of {r['clips']}")
