@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -102,18 +102,12 @@ def parse_broker_url(url: str) -> Broker:
 
 @dataclass(frozen=True)
 class LinkSettings:
-    """MqttConfig resolved against the URL, the environment and the host name."""
+    """MqttConfig resolved against the URL, the environment and the host name: the broker with
+    its credentials, the device id, and the checked options (credentials removed from them)."""
 
     broker: Broker
     device_id: str
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    discovery_prefix: str = "homeassistant"
-    state_interval_s: float = 30.0
-    queue_max_events: int = 1000
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 30.0
+    options: MqttConfig = field(default_factory=MqttConfig)
 
     @classmethod
     def from_config(cls, cfg: MqttConfig, env: Mapping[str, str] | None = None) -> LinkSettings:
@@ -140,8 +134,9 @@ class LinkSettings:
                 <= cfg.reconnect_max_s):
             raise ConfigError("mqtt: state_interval_s > 0, queue_max_events >= 1 and "
                               "0 < reconnect_min_s <= reconnect_max_s are required")
-        return cls(broker, device_id, cfg.ca_file, cfg.cert_file, cfg.key_file, cfg.discovery_prefix.rstrip("/"),
-                   cfg.state_interval_s, cfg.queue_max_events, cfg.reconnect_min_s, cfg.reconnect_max_s)
+        options = replace(cfg, url="", username="", password="", device_id=device_id,
+                          discovery_prefix=cfg.discovery_prefix.rstrip("/"))
+        return cls(broker, device_id, options)
 
     @property
     def node_id(self) -> str:
@@ -489,7 +484,7 @@ class MqttLink:
         self.controller = controller
         self.topics = Topics.for_device(settings.device_id)
         self.client_id = f"polyvox-{settings.node_id[:16]}-{secrets.token_hex(4)}"
-        self._outbox = Outbox(settings.queue_max_events)
+        self._outbox = Outbox(settings.options.queue_max_events)
         self._send_lock = threading.RLock()
         """Held while events enter the outbox and go to the client, so a reconnect flush and a
         new event can never overtake each other."""
@@ -547,7 +542,7 @@ class MqttLink:
     def publish_state(self) -> None:
         """Now, and again every state_interval_s unless something changes first."""
         if self.connected:
-            self._next_state_at = time.monotonic() + self.settings.state_interval_s
+            self._next_state_at = time.monotonic() + self.settings.options.state_interval_s
             self._send(StateMessage(self.controller.state()).to_mqtt(self.topics))
 
     def publish_discovery(self) -> None:
@@ -555,7 +550,7 @@ class MqttLink:
             return
         info = self.controller.discovery_info()
         for config in discovery_configs(self.settings, self.topics, info):
-            self._send(config.to_mqtt(self.settings.discovery_prefix, self.settings.node_id))
+            self._send(config.to_mqtt(self.settings.options.discovery_prefix, self.settings.node_id))
 
     def publish_error(self, topic: str, payload: bytes, error: str) -> None:
         log.warning("refused %s (%d bytes): %s", topic, len(payload), error)
@@ -565,7 +560,7 @@ class MqttLink:
     # -- the supervised loop -----------------------------------------------------------
     def _supervise(self) -> None:
         """Connect, serve until the connection ends, wait a backoff delay, repeat until stop()."""
-        backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        backoff = Backoff(self.settings.options.reconnect_min_s, self.settings.options.reconnect_max_s)
         failures = 0
         while not self._stopping.is_set():
             session = _Session()
@@ -626,7 +621,8 @@ class MqttLink:
         if s.broker.username:
             client.username_pw_set(s.broker.username, s.broker.password or None)
         if s.broker.tls:
-            client.tls_set(ca_certs=s.ca_file or None, certfile=s.cert_file or None, keyfile=s.key_file or None)
+            client.tls_set(ca_certs=s.options.ca_file or None, certfile=s.options.cert_file or None,
+                           keyfile=s.options.key_file or None)
         will = Availability(False).to_mqtt(self.topics)
         client.will_set(will.topic, will.payload, will.qos, will.retain)
         client.on_connect = self._on_connect
@@ -647,7 +643,7 @@ class MqttLink:
             log.error("MQTT: broker %s refused the connection: %s", self.settings.broker, reason)
             return
         session.established = True
-        client.subscribe([(self.topics.set_filter, 1), (f"{self.settings.discovery_prefix}/status", 1)])
+        client.subscribe([(self.topics.set_filter, 1), (f"{self.settings.options.discovery_prefix}/status", 1)])
         with self._send_lock:
             self._connected.set()
             self._send(Availability(True).to_mqtt(self.topics))
@@ -672,7 +668,7 @@ class MqttLink:
     @_logged
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         topic = msg.topic
-        if topic == f"{self.settings.discovery_prefix}/status":
+        if topic == f"{self.settings.options.discovery_prefix}/status":
             # Home Assistant (re)started and asks for announcements; its retained copy we saw at connect.
             if msg.payload.strip() == b"online" and not msg.retain:
                 log.info("MQTT: Home Assistant is online; republishing discovery")
