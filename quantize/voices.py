@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import shutil
 import subprocess
 import tempfile
@@ -165,7 +166,8 @@ def hanzi_to_pinyin(text: str) -> str:
     for i in range(len(sylls) - 2, -1, -1):
         if tones[i] == "3" and tones[i + 1] == "3":
             tones[i] = "2"
-    return " ".join(b + t for b, t in zip(bases, tones, strict=True))
+    # Punctuation becomes a pause: a toned "，5" is read by espeak-ng as wu3 ("five").
+    return " ".join(b + t if re.search("[a-zü]", b) else "," for b, t in zip(bases, tones, strict=True))
 
 
 def spoken_text(text: str, language: str) -> str:

@@ -54,6 +54,7 @@ def test_bad_catalogs_name_the_problem(tmp_path):
     ("不要", "bu2 yao4"),  # 不 before a 4th tone
     ("你好", "ni2 hao3"),  # 3-3 sandhi
     ("一个", "yi2 ge4"),
+    ("你好，再见", "ni2 hao3 , zai4 jian4"),  # punctuation is a pause, never a toned "5"
 ])
 def test_hanzi_to_toned_pinyin_with_sandhi(hanzi, pinyin):
     assert hanzi_to_pinyin(hanzi) == pinyin
