@@ -33,9 +33,9 @@ def run_clip(pipe: Pipeline, audio: np.ndarray) -> list[Event]:
     return events + pipe.finish()
 
 
-def make_pipeline(bundles: list[Path], wake: str = "off") -> Pipeline:
+def make_pipeline(bundles: list[Path], wake: str = "off", sensitivity: float = 0.5) -> Pipeline:
     frontend = load_bundle(bundles[0]).frontend
-    cfg = PipelineConfig(frontend=frontend, wake=wake)
+    cfg = PipelineConfig(frontend=frontend, wake=wake, sensitivity=sensitivity)
     return Pipeline(cfg, load_models(bundles, frontend))
 
 
@@ -77,6 +77,59 @@ def evaluate_commands(bundle: Path, items: list[tuple[Path, str]], progress: boo
             res.wrong += 1
         res.spurious += max(0, len(events) - 1)
     return res
+
+
+SWEEP_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+
+
+def threshold_sweep(bundle: Path, items: list[tuple[Path, str]], progress: bool = True,
+                    thresholds: tuple[float, ...] = SWEEP_THRESHOLDS) -> list[dict]:
+    """Correct, wrong and rejected shares of labelled clips at each command threshold. Real voices
+    score lower than the synthetic ones a bundle's threshold is calibrated on, so this is what a
+    user trades with `sensitivity`. One pass at the lowest threshold the runtime allows (half the
+    calibrated one, sensitivity 1); a clip's answer at threshold t is its first event scoring >= t."""
+    from tqdm import tqdm
+
+    pipe = make_pipeline([bundle], wake="off", sensitivity=1.0)
+    answers = []
+    for path, intent in tqdm(items, desc="threshold sweep", disable=not progress, mininterval=2.0):
+        try:
+            audio = read_wav(path)
+        except AudioError:
+            continue
+        events = [(e.intent, e.confidence) for e in run_clip(pipe, audio) if e.type == "command"]
+        answers.append((intent, events))
+    n = max(1, len(answers))
+    floor = 0.5 * float(load_bundle(bundle).decision.get("threshold", 0.5))
+    out = []
+    for t in (t for t in thresholds if t >= floor - 1e-9):
+        got = [next((i for i, conf in events if conf >= t), None) for _, events in answers]
+        correct = sum(g == want for g, (want, _) in zip(got, answers, strict=True))
+        wrong = sum(g is not None and g != want for g, (want, _) in zip(got, answers, strict=True))
+        out.append({"threshold": t, "correct": round(correct / n, 4), "wrong": round(wrong / n, 4),
+                    "rejected": round(1 - (correct + wrong) / n, 4)})
+    return out
+
+
+def plot_threshold_sweep(sweep: list[dict], path: Path, title: str, chosen: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [r["threshold"] for r in sweep]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for key, style in (("correct", "o-"), ("wrong", "s-"), ("rejected", "^-")):
+        ax.plot(t, [100 * r[key] for r in sweep], style, label=key)
+    ax.axvline(chosen, color="grey", linestyle="--", label=f"calibrated on synthetic voices ({chosen:.2f})")
+    ax.set_xlabel("command threshold (sensitivity 0.5 keeps the calibrated one; 1 halves it)")
+    ax.set_ylabel("% of real clips")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def read_labelled(data: Path) -> list[tuple[Path, str]]:

@@ -23,9 +23,11 @@ from quantize.evaluate import (
     max_wake_score,
     plot_confusion,
     plot_det,
+    plot_threshold_sweep,
     read_audio_any,
     read_labelled,
     stream_scores,
+    threshold_sweep,
 )
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,10 @@ def evaluate_real(bundle_dir: Path, progress: bool = True, root: Path = REAL_DEV
         items = [(p, i) for p, i in read_labelled(tsv) if p.is_file()] if tsv.is_file() else []
         if items and sum(i in b.labels for _, i in items) >= len(items) // 2:
             # A vocabulary made of these words: score it on them.
-            return {"cmn_words": evaluate_commands(bundle_dir, [(p, i) for p, i in items if i in b.labels],
-                                                   progress).to_dict()}
+            items = [(p, i) for p, i in items if i in b.labels]
+            out = evaluate_commands(bundle_dir, items, progress).to_dict()
+            out["by_threshold"] = _sweep(bundle_dir, items, progress, "real Mandarin words (1 speaker)")
+            return {"cmn_words": out}
         return {"cmn_words_not_commands": _cmn_words(bundle_dir, root / "cmn-words", progress)}
     if b.task == "wake":
         return {"wakewords": wake_real(bundle_dir, root, progress)}
@@ -64,7 +68,15 @@ def _fsdd(bundle: Path, folder: Path, progress: bool) -> dict:
     out = res.to_dict()
     digit_events = res.correct + sum(n for (w, g), n in res.confusion.items() if g.startswith("digit_") and g != w)
     out["accuracy_among_digit_events"] = round(res.correct / max(1, digit_events), 4)
+    out["by_threshold"] = _sweep(bundle, items, progress, "real English digits (FSDD)")
     return out
+
+
+def _sweep(bundle: Path, items: list[tuple[Path, str]], progress: bool, what: str) -> list[dict]:
+    sweep = threshold_sweep(bundle, items, progress)
+    chosen = float(load_bundle(bundle).decision.get("threshold", 0.5))
+    plot_threshold_sweep(sweep, bundle / "real_threshold.png", f"{what}: answers by threshold", chosen)
+    return sweep
 
 
 def _plot_rect(m: np.ndarray, labels: list[str], path: Path, title: str) -> None:

@@ -45,7 +45,14 @@ def write_report(out_dir: Path, manifest: dict) -> None:
     if real:
         lines += ["## Real human speech (through the edge streaming loop)", ""]
         for name, res in real.items():
-            lines.append(f"- **{name}**: " + ", ".join(f"{k} {v}" for k, v in res.items() if not isinstance(v, dict)))
+            lines.append(f"- **{name}**: " + ", ".join(f"{k} {v}" for k, v in res.items()
+                                                     if not isinstance(v, dict | list)))
+            sweep = res.get("by_threshold")
+            if sweep:
+                lines += ["", "| threshold | correct | wrong | rejected |", "|---|---|---|---|"]
+                lines += [f"| {r['threshold']:.2f} | {r['correct']:.1%} | {r['wrong']:.1%} | {r['rejected']:.1%} |"
+                          for r in sweep]
+                lines.append("")
         lines += [""] + [f"![{p.stem}]({p.name})" for p in sorted(out_dir.glob("real_*.png"))] + [""]
     else:
         lines += ["## Real human speech", "", "No real recordings were available for this bundle.", ""]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from edge.audio import write_wav
+from edge.bundle import load_bundle
 from tests.conftest import ROOT, espeak, with_silence
 
 
@@ -86,3 +87,25 @@ def test_a_vad_hangover_other_than_the_models_training_one_is_logged(tiny_bundle
         assert caplog.records == []
         Pipeline(PipelineConfig(wake="off", vad=VadConfig(hangover_s=0.5)), models)
     assert "trained with vad.hangover_s = 0.2 but the VAD uses 0.5" in caplog.text
+
+
+def test_the_real_speech_threshold_sweep_agrees_with_the_device_at_its_threshold(tiny_bundle: Path, tmp_path: Path):
+    from quantize.evaluate import evaluate_commands, threshold_sweep
+
+    items = []
+    for k, (text, intent, voice) in enumerate([("stop", "stop", "en-us"), ("seven", "seven", "en-gb"),
+                                               ("lights on", "lights_on", "en-us+f2"), ("stop", "seven", "en-us"),
+                                               ("good morning", "stop", "en-us")]):
+        write_wav(tmp_path / f"{k}.wav", with_silence(espeak(text, voice), gap_s=0.5))
+        items.append((tmp_path / f"{k}.wav", intent))
+    threshold = load_bundle(tiny_bundle).decision["threshold"]
+    sweep = threshold_sweep(tiny_bundle, items, progress=False, thresholds=(0.5 * threshold, threshold, 0.95))
+    assert [r["threshold"] for r in sweep] == [0.5 * threshold, threshold, 0.95]
+    for row in sweep:
+        assert abs(row["correct"] + row["wrong"] + row["rejected"] - 1) < 1e-3
+    assert sweep[0]["correct"] >= sweep[1]["correct"] >= sweep[2]["correct"]
+    # At the calibrated threshold, the one-pass sweep and the device's own loop agree exactly.
+    res = evaluate_commands(tiny_bundle, items, progress=False).to_dict()
+    assert (sweep[1]["correct"], sweep[1]["wrong"], sweep[1]["rejected"]) == (res["accuracy"], res["wrong"],
+                                                                               res["rejected"])
+    assert res["accuracy"] >= 0.4  # stop, seven and lights on are the tiny model's own words
