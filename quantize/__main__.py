@@ -31,7 +31,7 @@ def _build(args: argparse.Namespace) -> int:
     from quantize.report import write_report
 
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
-                        embedding_dir=Path(args.embedding))
+                        embedding_dir=Path(args.embedding), seed=args.seed)
     out = Path(args.out)
     manifest = build(Path(args.catalog), out, opts, language=args.language)
     if not args.no_real:
@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="processes for synthesis and features")
     p.add_argument("--embedding", default=str(MODELS / "embedding"), help="speech-embedding bundle")
     p.add_argument("--no-real", action="store_true", help="skip evaluation on ../shared/data/real-dev")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the corpus draw (voices per negative, prosody, augmentation) and of training; "
+                        "another seed is another sample of the same recipe")
     p.set_defaults(func=_build)
 
     p = sub.add_parser("evaluate", help="evaluate a bundle through the edge loop on labelled audio")

@@ -352,6 +352,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "catalog": catalog_path.name,
             "catalog_sha256": sha256_file(catalog_path),
             "train_voices": len(train_v),
+            "seed": opts.seed,
             "heldout_voices": held_voices,
             "examples": int(len(y)),
             "heldout_examples": int(held.sum()),
