@@ -31,9 +31,14 @@ class DecisionConfig:
         )
 
     def threshold_for(self, label: str, sensitivity: float = 0.5) -> float:
-        """Sensitivity 0.5 keeps the calibrated threshold; 1 halves it, 0 raises it by half."""
-        base = self.thresholds.get(label, self.threshold)
-        return float(np.clip(base * (1.5 - sensitivity), 0.02, 0.995))
+        """Sensitivity 0.5 keeps the calibrated threshold; higher fires more easily. It moves the
+        threshold in log-odds, by up to its own distance from even odds (at least 2.2, odds x9)
+        either way: 0.75 spans 0.25-0.96 and a wake model's 0.9999 spans 0.5-0.99999999, where
+        scaling the probability itself would jump from 0.9999 straight to 0.9."""
+        base = min(max(self.thresholds.get(label, self.threshold), 1e-9), 1 - 1e-9)
+        logit = float(np.log(base / (1 - base)))
+        logit -= (sensitivity - 0.5) * 2 * max(abs(logit), 2.2)
+        return float(1 / (1 + np.exp(-logit)))
 
 
 class WakeDecider:

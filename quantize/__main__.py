@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="evaluate on ../shared/data/real-dev as the build does and record it in the manifest")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("recalibrate", help="re-derive a command bundle's threshold from its cached held-out features")
+    p = sub.add_parser("recalibrate", help="re-derive a bundle's threshold from its cached held-out features")
     p.add_argument("--bundle", required=True)
     p.set_defaults(func=_recalibrate)
 

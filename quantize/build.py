@@ -317,7 +317,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     decision: dict = {"refractory_s": 1.5}
     calib: dict = {}
     if cat.task == "wake":
-        decision.update(_calibrate_wake(probs, y[held]))
+        decision.update(calibrate_wake_threshold(probs, y[held]))
     else:
         thr, calib = calibrate_command_threshold(probs, y[held])
         decision["threshold"] = thr
@@ -393,20 +393,20 @@ def _relpath(target: Path, start: Path) -> str:
     return os.path.relpath(target.resolve(), start.resolve())
 
 
-WAKE_TOP_THRESHOLDS = (0.99, 0.995, 0.998, 0.999)
+WAKE_TOP_THRESHOLDS = (0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999)
+WAKE_WINDOWS_PER_HOUR = 3600 / 0.16
+"""A wake head runs every other embedding (160 ms)."""
 
 
-def _calibrate_wake(probs: np.ndarray, y: np.ndarray) -> dict:
-    """Threshold at which held-out negative windows fire at most once per ~hour of windows
-    (a window every 160 ms), bounded to [0.5, 0.999] (logit outputs resolve the top end)."""
+def calibrate_wake_threshold(probs: np.ndarray, y: np.ndarray, max_false_accepts_per_hour: float = 1.0) -> dict:
+    """The lowest threshold at which held-out negative windows would fire at most
+    `max_false_accepts_per_hour` in an hour of windows: with fewer windows than an hour holds,
+    none may fire. Bounded to [0.5, 0.9999]; logit outputs resolve the top end."""
     pos, neg = probs[y == 1, 1], probs[y == 0, 1]
+    allowed = max_false_accepts_per_hour * len(neg) / WAKE_WINDOWS_PER_HOUR
     grid = [*np.arange(0.5, 0.981, 0.02), *WAKE_TOP_THRESHOLDS]
-    chosen = grid[-1]
-    for thr in grid:
-        if np.mean(neg >= thr) <= 1e-3:
-            chosen = float(thr)
-            break
-    return {"threshold": round(float(chosen), 3), "smoothing_steps": 2,
+    chosen = next((float(t) for t in grid if np.sum(neg >= t) <= allowed), grid[-1])
+    return {"threshold": round(chosen, 4), "smoothing_steps": 2,
             "heldout_window_recall": round(float(np.mean(pos >= chosen)) if len(pos) else 0.0, 4),
             "heldout_window_false_positive": round(float(np.mean(neg >= chosen)) if len(neg) else 0.0, 6)}
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.audio import AudioError, read_wav
 from edge.bundle import load_bundle
+from edge.decisions import DecisionConfig
 from edge.events import Event
 from edge.pipeline import Pipeline, PipelineConfig, load_models
 
@@ -86,8 +87,8 @@ def threshold_sweep(bundle: Path, items: list[tuple[Path, str]], progress: bool 
                     thresholds: tuple[float, ...] = SWEEP_THRESHOLDS) -> list[dict]:
     """Correct, wrong and rejected shares of labelled clips at each command threshold. Real voices
     score lower than the synthetic ones a bundle's threshold is calibrated on, so this is what a
-    user trades with `sensitivity`. One pass at the lowest threshold the runtime allows (half the
-    calibrated one, sensitivity 1); a clip's answer at threshold t is its first event scoring >= t."""
+    user trades with `sensitivity`. One pass at the lowest threshold the runtime allows (the
+    calibrated one at sensitivity 1); a clip's answer at threshold t is its first event scoring >= t."""
     from tqdm import tqdm
 
     pipe = make_pipeline([bundle], wake="off", sensitivity=1.0)
@@ -100,7 +101,7 @@ def threshold_sweep(bundle: Path, items: list[tuple[Path, str]], progress: bool 
         events = [(e.intent, e.confidence) for e in run_clip(pipe, audio) if e.type == "command"]
         answers.append((intent, events))
     n = max(1, len(answers))
-    floor = 0.5 * float(load_bundle(bundle).decision.get("threshold", 0.5))
+    floor = DecisionConfig.from_manifest(load_bundle(bundle).decision).threshold_for("", 1.0)
     out = []
     for t in (t for t in thresholds if t >= floor - 1e-9):
         got = [next((i for i, conf in events if conf >= t), None) for _, events in answers]
@@ -122,7 +123,7 @@ def plot_threshold_sweep(sweep: list[dict], path: Path, title: str, chosen: floa
     for key, style in (("correct", "o-"), ("wrong", "s-"), ("rejected", "^-")):
         ax.plot(t, [100 * r[key] for r in sweep], style, label=key)
     ax.axvline(chosen, color="grey", linestyle="--", label=f"calibrated on synthetic voices ({chosen:.2f})")
-    ax.set_xlabel("command threshold (sensitivity 0.5 keeps the calibrated one; 1 halves it)")
+    ax.set_xlabel("command threshold (sensitivity 0.5 keeps the calibrated one; higher lowers it)")
     ax.set_ylabel("% of real clips")
     ax.grid(True, alpha=0.3)
     ax.set_title(title, fontsize=9)

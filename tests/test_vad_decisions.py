@@ -70,3 +70,13 @@ def test_command_decision_per_label_threshold_unknown_and_sensitivity():
     assert decide_command(labels, np.array([0.7, 0.2, 0.1]), cfg) is None  # unknown never fires
     assert decide_command(labels, np.array([0.1, 0.2, 0.7]), cfg, sensitivity=1.0) is not None
     assert decide_command(labels, np.array([0.1, 0.6, 0.3]), cfg, sensitivity=0.0) is None
+
+
+def test_sensitivity_moves_a_near_certain_wake_threshold_smoothly_and_never_caps_it():
+    cfg = DecisionConfig(threshold=0.9999, smoothing_steps=1)
+    assert cfg.threshold_for("wake") == pytest.approx(0.9999)  # was silently capped at 0.995
+    steps = [cfg.threshold_for("wake", s) for s in (1.0, 0.75, 0.5, 0.25, 0.0)]
+    assert steps == sorted(steps) and 0.98 < steps[1] < 0.9999 < steps[3] < 1.0
+    d = WakeDecider(("_unknown_", "wake"), cfg)
+    assert d.update(np.array([0.002, 0.998]), 0.0) is None
+    assert d.update(np.array([0.002, 0.998]), 0.2, sensitivity=0.75) is not None
