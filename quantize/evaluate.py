@@ -236,7 +236,7 @@ def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title
     ax.set_xlabel("false accepts per hour")
     ax.set_ylabel("false rejects (%)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title + (f" (threshold {chosen:.2f})" if chosen else ""), fontsize=9)
+    ax.set_title(title + (f" (threshold {chosen:g})" if chosen else ""), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
