@@ -98,6 +98,10 @@ class Bundle:
     def model_path(self) -> Path:
         return self.path / "model.tflite"
 
+    def posteriors(self, output: np.ndarray) -> np.ndarray:
+        """The model's dequantized output as posteriors (softmax applied when it outputs logits)."""
+        return softmax(output) if self.output_logits else output
+
     @property
     def version(self) -> str:
         return str(self.manifest.get("version", "0"))

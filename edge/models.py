@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import Bundle, BundleError, TensorSpec, dequantize, quantize, softmax
+from edge.bundle import Bundle, BundleError, TensorSpec, dequantize, quantize
 from edge.frontend import Frontend, FrontendConfig
 from edge.interpreter import make_interpreter
 
@@ -123,8 +123,8 @@ class WindowHead:
         x = quantize(window.reshape(self.bundle.input.shape), self.bundle.input)
         self._interp.set_tensor(self._in_index, x)
         self._interp.invoke()
-        out = dequantize(self._interp.get_tensor(self._out_index), self.bundle.output).reshape(-1)
-        return softmax(out) if self.bundle.output_logits else out
+        out = dequantize(self._interp.get_tensor(self._out_index), self.bundle.output)
+        return self.bundle.posteriors(out.reshape(-1))
 
 
 class StatefulHead:
@@ -174,5 +174,5 @@ class StatefulHead:
             # Output and input state tensors may carry different quantization parameters.
             value = dequantize(self._interp.get_tensor(d_out["index"]), TensorSpec.from_detail(d_out))
             st[...] = quantize(value.reshape(st.shape), TensorSpec.from_detail(d_in))
-        out = dequantize(self._interp.get_tensor(self._y["index"]), self._y_spec).reshape(-1)
-        return softmax(out) if self.bundle.output_logits else out
+        out = dequantize(self._interp.get_tensor(self._y["index"]), self._y_spec)
+        return self.bundle.posteriors(out.reshape(-1))

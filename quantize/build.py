@@ -27,6 +27,7 @@ from quantize.augment import AugmentRecipe
 from quantize.catalog import Catalog, load_catalog
 from quantize.convert import io_specs, tflite_predict, to_int8_tflite
 from quantize.corpus import MEL_WINDOW, WINDOW, CorpusRecipe, Example, build_features
+from quantize.evaluate import WAKE_TOP_THRESHOLDS
 from quantize.util import sha256_file
 from quantize.vocabulary import everyday_texts
 from quantize.voices import ESPEAK_VOICES, Prosody, Voice, available_voices, split_voices
@@ -396,7 +397,6 @@ def _relpath(target: Path, start: Path) -> str:
     return os.path.relpath(target.resolve(), start.resolve())
 
 
-WAKE_TOP_THRESHOLDS = (0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999)
 WAKE_WINDOWS_PER_HOUR = 3600 / 0.16
 """A wake head runs every other embedding (160 ms)."""
 

@@ -17,6 +17,7 @@ import numpy as np
 from edge.bundle import load_bundle
 from quantize.evaluate import (
     REAL_DEV,
+    WAKE_TOP_THRESHOLDS,
     evaluate_commands,
     false_accepts,
     make_pipeline,
@@ -119,8 +120,7 @@ def wake_real(bundle_dir: Path, root: Path, progress: bool = True) -> dict:
     head = pipe.models.wake_heads[0]
     keyword = keyword_of(bundle_dir)
     out: dict = {}
-    top = [0.98, 0.985, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999]  # logit-output models resolve these
-    thresholds = np.round(np.concatenate([np.arange(0.3, 0.98, 0.02), top]), 4)
+    thresholds = np.round(np.concatenate([np.arange(0.3, 0.98, 0.02), [0.98, 0.985], WAKE_TOP_THRESHOLDS]), 4)
     frr = None
     if keyword:
         clips, bad = _read_all(_audio_files(root / "wakewords" / keyword))

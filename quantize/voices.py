@@ -189,11 +189,10 @@ def synthesize(text: str, voice: Voice, prosody: Prosody | None = None) -> np.nd
     """Speak `text` with `voice`; int16 mono at 16 kHz. Raises AudioError when the engine fails."""
     p = prosody or Prosody()
     spoken = spoken_text(text, voice.language)
+    if voice.family == "mbrola:cn1":  # driven by quantize.pinyin_mbrola, not espeak-ng
+        return synthesize_cn1(spoken, voice.name.partition("+")[2], p.rate, 2 ** ((p.pitch - 50) / 100))
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "out.wav"
-        if voice.engine == "mbrola" and voice.family == "mbrola:cn1":
-            variant = voice.name.partition("+")[2]
-            return synthesize_cn1(spoken, variant, p.rate, 2 ** ((p.pitch - 50) / 100))
         if voice.engine in ("espeak", "mbrola"):
             cmd = ["espeak-ng", "-v", voice.name, "-s", str(int(165 * p.rate)), "-p", str(p.pitch),
                    "-g", str(p.word_gap), "-w", str(wav), spoken]
