@@ -17,11 +17,13 @@ log = logging.getLogger(__name__)
 
 
 def to_int8_tflite(model, representative: np.ndarray, out_path: Path, samples: int = 300,
-                   logits: bool = False) -> None:
+                   logits: bool = False, per_channel: bool = True) -> None:
     """With `logits`, the model's softmax stays out of the int8 graph: an int8 posterior tops
     out at 255/256, so a wake model's confident hits and its confident false alarms all read
     0.996 and no threshold can part them; int8 logits keep that margin (the runtime applies
-    the softmax in float)."""
+    the softmax in float). Without `per_channel`, weights get one scale per tensor: an
+    unrolled GRU repeats its biases at every step, each with a scale per channel, and those
+    scales alone were a third of a 133 KB head."""
     import keras
     import tensorflow as tf
 
@@ -45,6 +47,7 @@ def to_int8_tflite(model, representative: np.ndarray, out_path: Path, samples: i
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
+        conv._experimental_disable_per_channel = not per_channel
         out_path.write_bytes(conv.convert())
 
 

@@ -25,12 +25,12 @@ def write_report(out_dir: Path, manifest: dict) -> None:
         "## Model",
         f"- chosen: `{sel['chosen']}` ({sel['why']})",
         "",
-        "| candidate | float acc | int8 acc | bytes | train s |",
-        "|---|---|---|---|---|",
+        "| candidate | weights | float acc | int8 acc | bytes | train s |",
+        "|---|---|---|---|---|---|",
     ]
     for c in sel["candidates"]:
-        lines.append(f"| {c['arch']} | {c['float_accuracy']:.4f} | {c['int8_accuracy']:.4f} | {c['bytes']} | "
-                     f"{c['train_s']} |")
+        lines.append(f"| {c['arch']} | {c.get('weights', 'per-channel')} | {c['float_accuracy']:.4f} | "
+                     f"{c['int8_accuracy']:.4f} | {c['bytes']} | {c['train_s']} |")
     lines += [
         "",
         "## Held-out synthetic voices",

@@ -100,6 +100,36 @@ def test_default_heads_learn_a_sequence_task_and_keep_it_in_int8(arch, tmp_path)
     assert int8_acc >= float_acc - 0.03
 
 
+def test_an_ensemble_of_heads_is_one_int8_model_that_averages_their_logits(tmp_path):
+    """Phrasebook bundles ship three heads in one file; per-tensor weights shrink an unrolled GRU."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from quantize.convert import tflite_predict, to_int8_tflite
+    from quantize.train import TrainConfig, ensemble, predict, train
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((900, 16, 96)).astype(np.float32)
+    y = rng.integers(0, 3, 900)
+    for k in (1, 2):
+        x[y == k, 4 * k : 4 * k + 4, :24] += 1.5
+    heads = [train(x[:700], y[:700], 3, TrainConfig(arch="cgru", epochs=12, hidden=16, seed=s), progress=False)
+             for s in (0, 1)]
+    model = ensemble(heads)
+    logits = [keras.Model(h.inputs, h.get_layer("logits").output).predict(x[700:], verbose=0) for h in heads]
+    expected = keras.ops.convert_to_numpy(keras.ops.softmax(np.mean(logits, axis=0)))
+    assert np.allclose(predict(model, x[700:]), expected, atol=1e-5)
+
+    sizes = {}
+    for per_channel in (True, False):
+        path = tmp_path / f"ens-{per_channel}.tflite"
+        to_int8_tflite(model, x[:700], path, per_channel=per_channel)
+        sizes[per_channel] = path.stat().st_size
+        agree = np.mean(tflite_predict(path, x[700:]).argmax(1) == expected.argmax(1))
+        assert agree > 0.95
+    assert sizes[False] < 0.9 * sizes[True]
+
+
 def test_a_logit_output_head_resolves_posteriors_an_int8_softmax_cannot(tmp_path):
     """Wake heads ship int8 logits: an int8 posterior stops at 255/256, so a threshold above
     0.996 could never fire; through logits the runtime's float softmax goes past it."""
