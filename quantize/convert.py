@@ -48,7 +48,25 @@ def to_int8_tflite(model, representative: np.ndarray, out_path: Path, samples: i
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
         conv._experimental_disable_per_channel = not per_channel
-        out_path.write_bytes(conv.convert())
+        out_path.write_bytes(strip_tensor_names(conv.convert()))
+
+
+def strip_tensor_names(model: bytes) -> bytes:
+    """The flatbuffer without the names of internal tensors (the runtime looks up only the
+    input and output by name): a fifth of an unrolled GRU head's file, and what brings two
+    en-command cgru heads in one model from 181 to 142 KB. Weights and graph are untouched."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
+    for graph in m.subgraphs:
+        keep = set(graph.inputs) | set(graph.outputs)
+        for i, tensor in enumerate(graph.tensors):
+            if i not in keep:
+                tensor.name = b""
+    builder = flatbuffers.Builder(len(model))
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def tflite_predict(path: Path, x: np.ndarray, logits: bool = False) -> np.ndarray:
