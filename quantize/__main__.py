@@ -31,7 +31,7 @@ def _build(args: argparse.Namespace) -> int:
     from quantize.report import write_report
 
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
-                        embedding_dir=Path(args.embedding), seed=args.seed)
+                        embedding_dir=Path(args.embedding), seed=args.seed, members=args.members)
     out = Path(args.out)
     manifest = build(Path(args.catalog), out, opts, language=args.language)
     if not args.no_real:
@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", action="append", choices=ARCHS,
                    help="candidate architecture (repeatable); default: cnn and cgru (wake: cnn and dense); "
                         "dense with --quick")
+    p.add_argument("--members", type=int, default=0,
+                   help="heads trained per candidate and averaged into one model; default: 3 for phrasebooks "
+                        "and language id, 2 for commands, 1 for wake words and --quick")
     p.add_argument("--workers", type=int, default=2, help="processes for synthesis and features")
     p.add_argument("--embedding", default=str(MODELS / "embedding"), help="speech-embedding bundle")
     p.add_argument("--no-real", action="store_true", help="skip evaluation on ../shared/data/real-dev")
