@@ -8,6 +8,7 @@ import pytest
 
 from edge.bundle import find_bundles, load_bundle
 from edge.frontend import FrontendConfig
+from quantize.build import MAX_MODEL_BYTES
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 BUNDLES = [p for p in find_bundles(MODELS) + find_bundles(MODELS / "keywords") if p.name != "embedding"]
@@ -18,7 +19,8 @@ def test_shipped_bundle_is_int8_measured_and_fits(path: Path):
     b = load_bundle(path, FrontendConfig())
     m = b.manifest
     assert b.input.dtype == "int8" and b.output.dtype == "int8"
-    assert b.model_path.stat().st_size <= 150_000
+    # 150 KB for command and wake models; phrasebook and language-id ensembles of three may spend more.
+    assert b.model_path.stat().st_size <= MAX_MODEL_BYTES[m["task"]]
     metrics = m["metrics"]
     assert 0 < metrics["heldout_int8_accuracy"] <= 1 and 0 < metrics["heldout_float_accuracy"] <= 1
     assert metrics["heldout_float_accuracy"] - metrics["heldout_int8_accuracy"] <= 0.01  # the parity gate
