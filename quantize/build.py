@@ -76,7 +76,7 @@ def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[
     if not voices:
         raise RuntimeError(f"no TTS voice speaks {language!r}; install espeak-ng")
     espeak = sorted((v for v in voices if v.engine == "espeak"), key=lambda v: _stable(v.id))
-    others = [v for v in voices if v.engine != "espeak"]
+    others = [v for v in voices if v.engine != "espeak" and not (opts.quick and v.engine == "kokoro")]
     voices = espeak[: opts.max_espeak_voices] + others
     train, held = split_voices(voices, 0.2)
     if opts.quick:
@@ -93,6 +93,10 @@ def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[
 def _prosody(rng: np.random.Generator, voice: Voice, jitter: bool) -> Prosody:
     if not jitter:
         return Prosody()
+    if voice.engine == "kokoro":
+        # Three rates and no pitch: its clips are cached and reused across repetitions, because
+        # a neural voice costs about 0.5 s of CPU per word (pitch comes from augmentation).
+        return Prosody(rate=float(rng.choice([0.85, 1.0, 1.15])))
     return Prosody(rate=float(rng.uniform(0.8, 1.25)), pitch=int(rng.integers(25, 75)),
                    word_gap=int(rng.integers(0, 4)) if voice.engine == "espeak" else 0)
 

@@ -1,7 +1,8 @@
 """Offline TTS voices per language, and speech synthesis from text.
 
 Engines (all from Debian packages, voices inside): espeak-ng with its voice variants, MBROLA
-diphone voices driven by espeak-ng, SVOX Pico (pico2wave) and Flite (English). Mandarin is
+diphone voices driven by espeak-ng, SVOX Pico (pico2wave), Flite (English) and the neural
+Kokoro-82M from PyPI (quantize.kokoro), reading espeak-ng's phonemes in every language. Mandarin is
 written in Hanzi and read from toned pinyin (pypinyin, with the common tone-sandhi rules) by
 espeak-ng's pinyin voice, because its Hanzi reader mixes in English phonemes, and by the MBROLA
 cn1 voice through our own pinyin front end (quantize.pinyin_mbrola).
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import AudioError, read_wav
+from quantize.kokoro import ESPEAK_FOR as KOKORO_LANGUAGES
+from quantize.kokoro import kokoro_voices, synthesize_kokoro
 from quantize.pinyin_mbrola import CN1_VARIANTS, cn1_installed, synthesize_cn1
 
 ESPEAK_VOICES = {
@@ -53,7 +56,7 @@ LANGUAGES = ("zh", "en", "de", "fr", "es")
 @dataclass(frozen=True)
 class Voice:
     engine: str
-    """espeak, mbrola, pico or flite."""
+    """espeak, mbrola, pico, flite or kokoro."""
     name: str
     language: str
 
@@ -130,6 +133,8 @@ def available_voices(language: str) -> list[Voice]:
         voices += [Voice("pico", v, language) for v in PICO_VOICES.get(language, [])]
     if shutil.which("flite"):
         voices += [Voice("flite", v, language) for v in FLITE_VOICES.get(language, [])]
+    if shutil.which("espeak-ng") and language in KOKORO_LANGUAGES:
+        voices += [Voice("kokoro", v, language) for v in kokoro_voices()]
     return voices
 
 
@@ -191,6 +196,8 @@ def synthesize(text: str, voice: Voice, prosody: Prosody | None = None) -> np.nd
     spoken = spoken_text(text, voice.language)
     if voice.family == "mbrola:cn1":  # driven by quantize.pinyin_mbrola, not espeak-ng
         return synthesize_cn1(spoken, voice.name.partition("+")[2], p.rate, 2 ** ((p.pitch - 50) / 100))
+    if voice.engine == "kokoro":  # its pitch is the voice's own; augmentation shifts it
+        return synthesize_kokoro(spoken, voice.language, voice.name, p.rate)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "out.wav"
         if voice.engine in ("espeak", "mbrola"):

