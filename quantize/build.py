@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -392,6 +393,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "catalog": catalog_path.name,
             "catalog_sha256": sha256_file(catalog_path),
             "train_voices": len(train_v),
+            "train_voices_by_engine": dict(Counter(v.engine for v in train_v)),
             "seed": opts.seed,
             "heldout_voices": held_voices,
             "examples": int(len(y)),
