@@ -54,7 +54,7 @@ models-deps: apt-runtime
 	  echo "note: MBROLA and Pico voices need Debian's contrib and non-free components enabled"
 	$(call apt_install,$(APT_VOICES))
 
-# Rebuild every shipped bundle (about 10 minutes per bundle on 2 cores); logs in .cache/logs.
+# Rebuild every shipped bundle (10-30 minutes each on 2 cores from an empty cache); logs in .cache/logs.
 models: $(VENV)/.dev models-deps
 	$(PY) -m quantize embedding
 	for cat in models/catalog/*-command.toml models/catalog/*-wake.toml; do \
