@@ -79,6 +79,14 @@ def _recalibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _promote(args: argparse.Namespace) -> int:
+    from quantize.promote import promote
+
+    dest = promote(Path(args.bundle), Path(args.to))
+    print(f"{args.bundle} -> {dest}")
+    return 0
+
+
 def _evaluate_auto(args: argparse.Namespace) -> int:
     from quantize.autoeval import evaluate_auto
 
@@ -138,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", required=True)
     p.set_defaults(func=_recalibrate)
 
+    p = sub.add_parser("promote", help="copy a candidate bundle (e.g. built in .cache/) to where it ships, "
+                                       "fixing its path to the speech embedding")
+    p.add_argument("--bundle", required=True, help="the candidate bundle directory")
+    p.add_argument("--to", required=True, help="destination, e.g. models/en-command (replaced)")
+    p.set_defaults(func=_promote)
+
     p = sub.add_parser("evaluate-auto", help="--language auto on held-out voices (recorded in models/langid)")
     p.set_defaults(func=_evaluate_auto)
 
@@ -147,9 +161,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from edge.bundle import BundleError
+
     try:
         return args.func(args)
-    except (RuntimeError, ValueError, OSError) as exc:
+    except (RuntimeError, ValueError, OSError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

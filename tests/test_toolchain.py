@@ -179,3 +179,56 @@ def test_a_voice_that_says_nothing_is_skipped_not_fatal():
 
     with pytest.raises(AudioError, match="spoke nothing"):
         synth_cached("   ", Voice("espeak", "en-us", "en"), Prosody())
+
+
+def test_shift_windows_repeats_the_edge_steps():
+    from quantize.train import shift_windows
+
+    x = np.arange(2 * 5, dtype=np.float32).reshape(2, 5, 1)
+    out = shift_windows(x, np.array([2, -1]))
+    assert out[0, :, 0].tolist() == [0, 0, 0, 1, 2]
+    assert out[1, :, 0].tolist() == [6, 7, 8, 9, 9]
+
+
+def test_augmented_batches_blend_windows_labels_and_weights_alike():
+    from quantize.train import TrainConfig, augmented_batches
+
+    rng = np.random.default_rng(0)
+    n_labels = 3
+    y = np.array([0, 1, 2, 1] * 8)
+    x = np.repeat(np.eye(n_labels, dtype=np.float32)[y][:, None, :], 4, axis=1)  # window = its one-hot label
+    cfg = TrainConfig(batch_size=8, shift_steps=1, mixup_alpha=0.4)
+    xb, yb, wb = next(augmented_batches(x, y, np.array([2.0, 1.0, 1.0], np.float32), n_labels, cfg, rng))
+    assert xb.shape == (8, 4, n_labels) and yb.shape == (8, n_labels) and wb.shape == (8,)
+    np.testing.assert_allclose(yb.sum(axis=1), 1.0, rtol=1e-6)
+    # Every step of a blended window carries the same mixture as its label (edges repeat on shift).
+    np.testing.assert_allclose(xb, np.repeat(yb[:, None, :], 4, axis=1), rtol=1e-5)
+    assert np.all(yb.max(axis=1) >= 0.5 - 1e-6)  # the first of each pair dominates
+    assert np.all((wb >= 1.0 - 1e-6) & (wb <= 2.0 + 1e-6))
+
+
+def test_train_with_shift_and_mixup_learns_separable_classes():
+    pytest.importorskip("keras")
+    from quantize.train import TrainConfig, predict, train
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 600)
+    x = (rng.normal(0, 0.3, (600, 16, 8)) + np.eye(3, 8)[y][:, None, :] * 2).astype(np.float32)
+    cfg = TrainConfig(arch="dense", epochs=8, batch_size=64, shift_steps=2, mixup_alpha=0.4)
+    model = train(x, y, 3, cfg, progress=False)
+    assert np.mean(predict(model, x).argmax(axis=1) == y) > 0.95
+
+
+def test_promote_copies_a_bundle_and_repoints_its_embedding(tmp_path):
+    from edge.bundle import load_bundle
+    from quantize.promote import promote
+
+    shipped = Path(__file__).resolve().parent.parent / "models" / "en-command"
+    candidate = promote(shipped, tmp_path / "try" / "en-command")  # a candidate built elsewhere
+    dest = tmp_path / "models" / "en-command"
+    dest.mkdir(parents=True)
+    (dest / "stale.png").write_bytes(b"old plot")
+    promote(candidate, dest)
+    assert not (dest / "stale.png").exists()
+    assert (dest / "model.tflite").read_bytes() == (shipped / "model.tflite").read_bytes()
+    assert load_bundle(dest).embedding_path == load_bundle(shipped).embedding_path

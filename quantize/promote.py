@@ -1,0 +1,36 @@
+"""Copy a bundle built elsewhere (a candidate in .cache/) to where it will ship.
+
+A bundle names its speech embedding by a path relative to itself, so a plain copy into
+`models/` would point at the wrong place; this rewrites that path and checks the result loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from edge.bundle import BundleError, load_bundle
+
+BUNDLE_FILES = ("model.tflite", "manifest.json", "report.md")
+
+
+def promote(src: Path, dest: Path) -> Path:
+    """Replace `dest` with the bundle at `src` (model, manifest, report, plots); returns `dest`."""
+    bundle = load_bundle(src)  # refuse to ship what does not load
+    if src.resolve() == dest.resolve():
+        raise BundleError(f"'{src}' and '{dest}' are the same bundle")
+    manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.iterdir():
+        if old.is_file() and (old.name in BUNDLE_FILES or old.suffix == ".png"):
+            old.unlink()
+    for f in src.iterdir():
+        if f.is_file() and (f.name in BUNDLE_FILES or f.suffix == ".png") and f.name != "manifest.json":
+            shutil.copy2(f, dest / f.name)
+    if bundle.embedding_path is not None:
+        manifest["embedding"]["path"] = os.path.relpath(bundle.embedding_path, dest.resolve())
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    load_bundle(dest)
+    return dest
