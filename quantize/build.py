@@ -54,6 +54,16 @@ class BuildOptions:
     """Heads per ensemble candidate; 0 = the task's default (`ensemble_size`)."""
     progress: bool = True
     seed: int = 0
+    head_augment: str = "auto"
+    """Window shift and mixup while training heads: "on", "off", or "auto" (command and phrasebook
+    builds, not --quick)."""
+
+
+def head_augmentation(task: str, opts: BuildOptions) -> dict:
+    """Shift and mixup made en-command far better on real voices (see train.augmented_batches)."""
+    on = opts.head_augment == "on" or (opts.head_augment == "auto" and task in ("command", "phrase")
+                                       and not opts.quick)
+    return {"shift_steps": 2 if on else 0, "mixup_alpha": 0.4 if on else 0.0}
 
 
 def ensemble_size(task: str, opts: BuildOptions) -> int:
@@ -308,6 +318,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     candidates = []
     logits = cat.task == "wake"  # int8 posteriors saturate where a wake threshold must sit (see convert)
     members = ensemble_size(cat.task, opts)
+    head_augment = head_augmentation(cat.task, opts)
     for arch in archs:
         x = data["mel"] if arch == "dscnn" else data["emb"]
         hidden = 128 if arch == "cnn" else 64
@@ -315,12 +326,8 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
         for k in range(members):
             # Utterance models' unknown class (negatives, noise, other languages) is their largest; at
             # one intent's weight it was underweighted (es phrasebook: noise rejected 72 %, at 2× 96 %).
-            # Shift and mixup made en-command's heads far better on real voices (see
-            # train.augmented_batches); wake corpora are ten times larger and were not measured.
-            utterance = cat.task in ("command", "phrase") and not opts.quick
             cfg = TrainConfig(arch=arch, epochs=30 if opts.quick else 60, seed=opts.seed + 1000 * k, hidden=hidden,
-                              unknown_weight=1.0 if cat.task == "wake" else 2.0,
-                              shift_steps=2 if utterance else 0, mixup_alpha=0.4 if utterance else 0.0)
+                              unknown_weight=1.0 if cat.task == "wake" else 2.0, **head_augment)
             t0 = time.time()
             heads.append(train(x[~held], y[~held], len(labels), cfg, progress=opts.progress))
             train_s.append(time.time() - t0)
@@ -404,6 +411,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "examples": int(len(y)),
             "heldout_examples": int(held.sum()),
             "augment": AugmentRecipe().to_dict(),
+            "head_augment": head_augment,
             "vad": vad.__dict__,
             "vad_fired_fraction": float(data["vad_fired"][0]),
             "quick": opts.quick,

@@ -232,3 +232,14 @@ def test_promote_copies_a_bundle_and_repoints_its_embedding(tmp_path):
     assert not (dest / "stale.png").exists()
     assert (dest / "model.tflite").read_bytes() == (shipped / "model.tflite").read_bytes()
     assert load_bundle(dest).embedding_path == load_bundle(shipped).embedding_path
+
+
+def test_head_augmentation_defaults_to_utterance_builds():
+    from quantize.build import BuildOptions, head_augmentation
+
+    assert head_augmentation("command", BuildOptions()) == {"shift_steps": 2, "mixup_alpha": 0.4}
+    assert head_augmentation("phrase", BuildOptions())["mixup_alpha"] == 0.4
+    assert head_augmentation("wake", BuildOptions())["mixup_alpha"] == 0.0
+    assert head_augmentation("command", BuildOptions(quick=True))["shift_steps"] == 0
+    assert head_augmentation("wake", BuildOptions(head_augment="on"))["shift_steps"] == 2
+    assert head_augmentation("command", BuildOptions(head_augment="off"))["mixup_alpha"] == 0.0
