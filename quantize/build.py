@@ -54,6 +54,8 @@ class BuildOptions:
     """Heads per ensemble candidate; 0 = the task's default (`ensemble_size`)."""
     progress: bool = True
     seed: int = 0
+    kokoro: bool = True
+    """Train with the Kokoro voices too (they are most of a first build's time)."""
     head_augment: str = "auto"
     """Window shift and mixup while training heads: "on", "off", or "auto" (command and phrasebook
     builds, not --quick)."""
@@ -87,7 +89,8 @@ def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[
     if not voices:
         raise RuntimeError(f"no TTS voice speaks {language!r}; install espeak-ng")
     espeak = sorted((v for v in voices if v.engine == "espeak"), key=lambda v: _stable(v.id))
-    others = [v for v in voices if v.engine != "espeak" and not (opts.quick and v.engine == "kokoro")]
+    kokoro = opts.kokoro and not opts.quick
+    others = [v for v in voices if v.engine != "espeak" and (kokoro or v.engine != "kokoro")]
     voices = espeak[: opts.max_espeak_voices] + others
     train, held = split_voices(voices, 0.2)
     if opts.quick:

@@ -243,3 +243,15 @@ def test_head_augmentation_defaults_to_utterance_builds():
     assert head_augmentation("command", BuildOptions(quick=True))["shift_steps"] == 0
     assert head_augmentation("wake", BuildOptions(head_augment="on"))["shift_steps"] == 2
     assert head_augmentation("command", BuildOptions(head_augment="off"))["mixup_alpha"] == 0.0
+
+
+def test_no_kokoro_leaves_the_neural_voices_out():
+    from quantize.build import BuildOptions, choose_voices
+    from quantize.kokoro import kokoro_voices
+
+    if not kokoro_voices():
+        pytest.skip("Kokoro packages not installed")
+    engines = {v.engine for vs in choose_voices("de", BuildOptions()) for v in vs}
+    assert "kokoro" in engines
+    engines = {v.engine for vs in choose_voices("de", BuildOptions(kokoro=False)) for v in vs}
+    assert "kokoro" not in engines and "espeak" in engines
