@@ -57,15 +57,15 @@ class BuildOptions:
     kokoro: bool = True
     """Train with the Kokoro voices too (they are most of a first build's time)."""
     head_augment: str = "auto"
-    """Window shift and mixup while training heads: "on", "off", or "auto" (command and phrasebook
-    builds, not --quick)."""
+    """Window shift and mixup while training heads: "on", "shift" (no mixup), "off", or "auto"
+    (both for command and phrasebook builds, not --quick)."""
 
 
 def head_augmentation(task: str, opts: BuildOptions) -> dict:
     """Shift and mixup made en-command far better on real voices (see train.augmented_batches)."""
     on = opts.head_augment == "on" or (opts.head_augment == "auto" and task in ("command", "phrase")
                                        and not opts.quick)
-    return {"shift_steps": 2 if on else 0, "mixup_alpha": 0.4 if on else 0.0}
+    return {"shift_steps": 2 if on or opts.head_augment == "shift" else 0, "mixup_alpha": 0.4 if on else 0.0}
 
 
 def ensemble_size(task: str, opts: BuildOptions) -> int:

@@ -243,6 +243,7 @@ def test_head_augmentation_defaults_to_utterance_builds():
     assert head_augmentation("command", BuildOptions(quick=True))["shift_steps"] == 0
     assert head_augmentation("wake", BuildOptions(head_augment="on"))["shift_steps"] == 2
     assert head_augmentation("command", BuildOptions(head_augment="off"))["mixup_alpha"] == 0.0
+    assert head_augmentation("wake", BuildOptions(head_augment="shift")) == {"shift_steps": 2, "mixup_alpha": 0.0}
 
 
 def test_no_kokoro_leaves_the_neural_voices_out():
