@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                         "less robust to real voices")
     p.add_argument("--head-augment", choices=("auto", "on", "shift", "off"), default="auto",
                    help="train heads on shifted windows blended in pairs (mixup); shift: no mixup; auto: both for "
-                        "command and phrasebook catalogs (it lifted real English digits 81.9 -> 88.1 %%)")
+                        "command and phrasebook catalogs (real English digits 81.9 -> 88.1 %%), the shift "
+                        "for wake words (real 'jarvis' misses 18.2 -> 10.9 %%)")
     p.set_defaults(func=_build)
 
     p = sub.add_parser("evaluate", help="evaluate a bundle through the edge loop on labelled audio")

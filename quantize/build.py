@@ -58,14 +58,18 @@ class BuildOptions:
     """Train with the Kokoro voices too (they are most of a first build's time)."""
     head_augment: str = "auto"
     """Window shift and mixup while training heads: "on", "shift" (no mixup), "off", or "auto"
-    (both for command and phrasebook builds, not --quick)."""
+    (both for command and phrasebook builds, the shift for wake words; neither with --quick)."""
 
 
 def head_augmentation(task: str, opts: BuildOptions) -> dict:
-    """Shift and mixup made en-command far better on real voices (see train.augmented_batches)."""
-    on = opts.head_augment == "on" or (opts.head_augment == "auto" and task in ("command", "phrase")
-                                       and not opts.quick)
-    return {"shift_steps": 2 if on or opts.head_augment == "shift" else 0, "mixup_alpha": 0.4 if on else 0.0}
+    """Shift and mixup made en-command far better on real voices (see train.augmented_batches).
+    Wake heads take the shift alone: with it "jarvis" missed 10.9 % of real clips instead of
+    18.2 %, at half the false accepts; mixup left en-wake's positives short of any threshold
+    that keeps held-out negatives quiet."""
+    mode = opts.head_augment
+    if mode == "auto":
+        mode = "off" if opts.quick else "shift" if task == "wake" else "on" if task in ("command", "phrase") else "off"
+    return {"shift_steps": 0 if mode == "off" else 2, "mixup_alpha": 0.4 if mode == "on" else 0.0}
 
 
 def ensemble_size(task: str, opts: BuildOptions) -> int:

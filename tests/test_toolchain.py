@@ -239,7 +239,8 @@ def test_head_augmentation_defaults_to_utterance_builds():
 
     assert head_augmentation("command", BuildOptions()) == {"shift_steps": 2, "mixup_alpha": 0.4}
     assert head_augmentation("phrase", BuildOptions())["mixup_alpha"] == 0.4
-    assert head_augmentation("wake", BuildOptions())["mixup_alpha"] == 0.0
+    assert head_augmentation("wake", BuildOptions()) == {"shift_steps": 2, "mixup_alpha": 0.0}
+    assert head_augmentation("langid", BuildOptions()) == {"shift_steps": 0, "mixup_alpha": 0.0}
     assert head_augmentation("command", BuildOptions(quick=True))["shift_steps"] == 0
     assert head_augmentation("wake", BuildOptions(head_augment="on"))["shift_steps"] == 2
     assert head_augmentation("command", BuildOptions(head_augment="off"))["mixup_alpha"] == 0.0
