@@ -114,10 +114,13 @@ class WindowHead:
         self._pos = (self._pos + 1) % self.window
         self.steps += 1
 
+    def current_window(self) -> np.ndarray:
+        """The current window, oldest vector first (what `scores` classifies)."""
+        return np.concatenate([self._ring[self._pos :], self._ring[: self._pos]])
+
     def scores(self) -> np.ndarray:
         """Posteriors over the bundle's labels for the current window."""
-        ordered = np.concatenate([self._ring[self._pos :], self._ring[: self._pos]])
-        return self.classify(ordered)
+        return self.classify(self.current_window())
 
     def classify(self, window: np.ndarray) -> np.ndarray:
         x = quantize(window.reshape(self.bundle.input.shape), self.bundle.input)

@@ -16,30 +16,38 @@ from quantize.convert import tflite_predict
 from quantize.corpus import CACHE
 
 
-def recalibrate(bundle: Path) -> dict:
-    manifest = json.loads((bundle / "manifest.json").read_text())
+def cached_features(manifest: dict) -> tuple[Path, dict[str, np.ndarray]]:
+    """The feature-cache file a bundle was trained from: its task, held-out voices and row counts."""
     held_voices = set(manifest["training"]["heldout_voices"])
     n_labels = len(manifest["labels"])
     for path in sorted((CACHE / "features").glob(f"{manifest['task']}-*.npz"), key=lambda p: -p.stat().st_mtime):
-        data = np.load(path)
+        data = dict(np.load(path))
         held = data["heldout"]
+        # Held-out rows also hold the other languages' held-out voices (speech to leave alone).
         voices = set(data["voice"][held]) - {"noise"}
-        if voices != held_voices or int(data["label"].max()) + 1 != n_labels:
+        if not held_voices <= voices or int(data["label"].max()) + 1 != n_labels:
             continue
         # Another build for the same language shares the held-out voices: the row counts tell them apart.
         rows = (manifest["training"].get("examples"), manifest["training"].get("heldout_examples"))
         if rows != (None, None) and rows != (len(held), int(held.sum())):
             continue
-        logits = manifest["output"].get("activation") == "logits"
-        probs = tflite_predict(bundle / "model.tflite", data["emb"][held], logits=logits)
-        if manifest["task"] == "wake":
-            calib = calibrate_wake_threshold(probs, data["label"][held])
-            manifest["decision"].update(calib)
-            threshold = calib["threshold"]
-        else:
-            threshold, calib = calibrate_command_threshold(probs, data["label"][held])
-            manifest["decision"]["threshold"] = threshold
-            manifest["metrics"].update(calib)
-        (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        return {"threshold": threshold, **calib, "features": path.name}
-    raise RuntimeError(f"no cached held-out features match {bundle}; rebuild it instead")
+        return path, data
+    raise RuntimeError(f"no cached features match bundle {manifest.get('name')!r}; rebuild it instead")
+
+
+def recalibrate(bundle: Path) -> dict:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    path, data = cached_features(manifest)
+    held = data["heldout"]
+    logits = manifest["output"].get("activation") == "logits"
+    probs = tflite_predict(bundle / "model.tflite", data["emb"][held], logits=logits)
+    if manifest["task"] == "wake":
+        calib = calibrate_wake_threshold(probs, data["label"][held])
+        manifest["decision"].update(calib)
+        threshold = calib["threshold"]
+    else:
+        threshold, calib = calibrate_command_threshold(probs, data["label"][held])
+        manifest["decision"]["threshold"] = threshold
+        manifest["metrics"].update(calib)
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return {"threshold": threshold, **calib, "features": path.name}
