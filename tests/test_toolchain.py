@@ -257,3 +257,22 @@ def test_no_kokoro_leaves_the_neural_voices_out():
     assert "kokoro" in engines
     engines = {v.engine for vs in choose_voices("de", BuildOptions(kokoro=False)) for v in vs}
     assert "kokoro" not in engines and "espeak" in engines
+
+
+def test_cached_features_finds_a_command_bundles_cache_despite_foreign_heldout_voices(tmp_path, monkeypatch):
+    import quantize.recalibrate as recalibrate
+
+    monkeypatch.setattr(recalibrate, "CACHE", tmp_path)
+    (tmp_path / "features").mkdir()
+    held = np.array([False, True, True, True])
+    # The other languages' held-out voices speak the bundle's unknown class; the manifest lists its own.
+    voices = np.array(["espeak:en", "espeak:en-x", "espeak:de", "noise"])
+    np.savez(tmp_path / "features" / "command-abc.npz", emb=np.zeros((4, 16, 96), np.float32),
+             label=np.array([1, 2, 0, 0]), heldout=held, voice=voices)
+    manifest = {"name": "en-command", "task": "command", "labels": ["_unknown_", "a", "b"],
+                "training": {"heldout_voices": ["espeak:en-x"], "examples": 4, "heldout_examples": 3}}
+    path, data = recalibrate.cached_features(manifest)
+    assert path.name == "command-abc.npz" and data["heldout"].sum() == 3
+    manifest["training"]["heldout_examples"] = 2  # another build of the same language
+    with pytest.raises(RuntimeError, match="no cached features"):
+        recalibrate.cached_features(manifest)
