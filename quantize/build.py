@@ -68,7 +68,7 @@ def head_augmentation(task: str, opts: BuildOptions) -> dict:
     that keeps held-out negatives quiet."""
     mode = opts.head_augment
     if mode == "auto":
-        mode = "off" if opts.quick else "shift" if task == "wake" else "on" if task in ("command", "phrase") else "off"
+        mode = "off" if opts.quick else {"command": "on", "phrase": "on", "wake": "shift"}.get(task, "off")
     return {"shift_steps": 0 if mode == "off" else 2, "mixup_alpha": 0.4 if mode == "on" else 0.0}
 
 

@@ -16,6 +16,10 @@ from edge.bundle import BundleError, load_bundle
 BUNDLE_FILES = ("model.tflite", "manifest.json", "report.md")
 
 
+def _bundle_file(path: Path) -> bool:
+    return path.is_file() and (path.name in BUNDLE_FILES or path.suffix == ".png")
+
+
 def promote(src: Path, dest: Path) -> Path:
     """Replace `dest` with the bundle at `src` (model, manifest, report, plots); returns `dest`."""
     bundle = load_bundle(src)  # refuse to ship what does not load
@@ -23,11 +27,10 @@ def promote(src: Path, dest: Path) -> Path:
         raise BundleError(f"'{src}' and '{dest}' are the same bundle")
     manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
     dest.mkdir(parents=True, exist_ok=True)
-    for old in dest.iterdir():
-        if old.is_file() and (old.name in BUNDLE_FILES or old.suffix == ".png"):
-            old.unlink()
-    for f in src.iterdir():
-        if f.is_file() and (f.name in BUNDLE_FILES or f.suffix == ".png") and f.name != "manifest.json":
+    for old in filter(_bundle_file, dest.iterdir()):
+        old.unlink()
+    for f in filter(_bundle_file, src.iterdir()):
+        if f.name != "manifest.json":  # written below, with the embedding path rewritten
             shutil.copy2(f, dest / f.name)
     if bundle.embedding_path is not None:
         manifest["embedding"]["path"] = os.path.relpath(bundle.embedding_path, dest.resolve())

@@ -20,18 +20,18 @@ def cached_features(manifest: dict) -> tuple[Path, dict[str, np.ndarray]]:
     """The feature-cache file a bundle was trained from: its task, held-out voices and row counts."""
     held_voices = set(manifest["training"]["heldout_voices"])
     n_labels = len(manifest["labels"])
+    rows = (manifest["training"].get("examples"), manifest["training"].get("heldout_examples"))
     for path in sorted((CACHE / "features").glob(f"{manifest['task']}-*.npz"), key=lambda p: -p.stat().st_mtime):
-        data = dict(np.load(path))
-        held = data["heldout"]
-        # Held-out rows also hold the other languages' held-out voices (speech to leave alone).
-        voices = set(data["voice"][held]) - {"noise"}
-        if not held_voices <= voices or int(data["label"].max()) + 1 != n_labels:
-            continue
-        # Another build for the same language shares the held-out voices: the row counts tell them apart.
-        rows = (manifest["training"].get("examples"), manifest["training"].get("heldout_examples"))
-        if rows != (None, None) and rows != (len(held), int(held.sum())):
-            continue
-        return path, data
+        with np.load(path) as data:  # lazy: a candidate's embeddings are read only if it matches
+            held = data["heldout"]
+            # Held-out rows also hold the other languages' held-out voices (speech to leave alone).
+            voices = set(data["voice"][held]) - {"noise"}
+            if not held_voices <= voices or int(data["label"].max()) + 1 != n_labels:
+                continue
+            # Another build for the same language shares the held-out voices: the row counts tell them apart.
+            if rows != (None, None) and rows != (len(held), int(held.sum())):
+                continue
+            return path, dict(data)
     raise RuntimeError(f"no cached features match bundle {manifest.get('name')!r}; rebuild it instead")
 
 
