@@ -144,7 +144,7 @@ Foreign = dict[str, tuple[list[str], list[Voice], list[Voice]]]
 """language → (its texts, its training voices, its held-out voices)."""
 
 
-def _part_of_keyword(text: str, cat: Catalog) -> bool:
+def part_of_keyword(text: str, cat: Catalog) -> bool:
     """A negative that is a piece of a multi-word keyword ("hallo" of "hallo Computer", 电脑 of 你好电脑)."""
     t = text.strip().lower()
     return any(t != p.lower() and t in p.lower() for ps in cat.intents.values() for p in ps)
@@ -179,7 +179,7 @@ def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: lis
     # negative phrase spoken by a random handful of training voices.
     per_phrase = max(1, int(round(2 * n_pos_per_label / max(1, len(negatives)))))
     for text in negatives:
-        if cat.task == "wake" and _part_of_keyword(text, cat):
+        if cat.task == "wake" and part_of_keyword(text, cat):
             # "Computer" alone must not wake a "hallo Computer" box: at one share, the German model
             # fired on a quarter of the real English "computer" clips.
             picks = rng.choice(len(train), size=4 * per_phrase, replace=True)
@@ -245,6 +245,45 @@ def make_langid_examples(cat: Catalog, labels: list[str], opts: BuildOptions
     return out, all_train, all_held
 
 
+
+def wake_negative_texts(catalog_path: Path, cat: Catalog, opts: BuildOptions) -> tuple[list[str], list[str]]:
+    """(extra negatives, everyday words) for a wake catalog: the language's command phrasings
+    and phrasebook sentences, then common words of the language."""
+    extra_neg: list[str] = []
+    sibling = catalog_path.with_name(f"{cat.language}-command.toml")
+    if not sibling.is_file():  # a custom keyword catalog in a subfolder
+        sibling = catalog_path.parent.parent / f"{cat.language}-command.toml"
+    if sibling.is_file():
+        extra_neg = [p for ps in load_catalog(sibling).intents.values() for p in ps]
+    book = catalog_path.with_name("phrasebook.toml")
+    if not book.is_file():
+        book = catalog_path.parent.parent / "phrasebook.toml"
+    if book.is_file():
+        from quantize.catalog import read_phrasebook
+
+        extra_neg += [t[cat.language] for t in read_phrasebook(book).values() if cat.language in t]
+    if opts.quick:
+        extra_neg = extra_neg[:6]
+    keyword = [p for ps in cat.intents.values() for p in ps]
+    return extra_neg, everyday_texts(cat.language, 20 if opts.quick else 400, keyword, opts.seed)
+
+
+def plan_corpus(catalog_path: Path, cat: Catalog, labels: list[str], opts: BuildOptions
+                ) -> tuple[list[Example], list[Voice], list[Voice], list[tuple[str, Voice]]]:
+    """(examples, training voices, held-out voices, babble sources) of a build: deterministic
+    for given options, so an evaluation can re-create the held-out audio a build used."""
+    if cat.task == "langid":
+        examples, train_v, held_v = make_langid_examples(cat, labels, opts)
+    else:
+        train_v, held_v = choose_voices(cat.language, opts)
+        extra_neg, everyday = wake_negative_texts(catalog_path, cat, opts) if cat.task == "wake" else ([], [])
+        foreign = {lang: (texts, *choose_voices(lang, opts))
+                   for lang, texts in foreign_texts(catalog_path, cat).items()}
+        examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg, foreign, everyday)
+    babble_texts = list(cat.negatives[:8]) or [ps[0] for ps in list(cat.intents.values())[:8]]
+    babble = [(t, v) for t, v in zip(babble_texts, train_v * 8, strict=False) if v.language != "*"]
+    return examples, train_v, held_v, babble
+
 def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == y)) if len(y) else 0.0
 
@@ -277,37 +316,8 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     emb_bundle = load_bundle(opts.embedding_dir)
     frontend: FrontendConfig = emb_bundle.frontend
     vad = VadConfig()
-    if cat.task == "langid":
-        examples, train_v, held_v = make_langid_examples(cat, labels, opts)
-    else:
-        train_v, held_v = choose_voices(cat.language, opts)
+    examples, train_v, held_v, babble = plan_corpus(catalog_path, cat, labels, opts)
     log.info("%s: %d training voices, %d held-out voices", cat.name, len(train_v), len(held_v))
-
-    extra_neg: list[str] = []
-    everyday: list[str] = []
-    if cat.task == "wake":
-        sibling = catalog_path.with_name(f"{cat.language}-command.toml")
-        if not sibling.is_file():  # a custom keyword catalog in a subfolder
-            sibling = catalog_path.parent.parent / f"{cat.language}-command.toml"
-        if sibling.is_file():
-            extra_neg = [p for ps in load_catalog(sibling).intents.values() for p in ps]
-        book = catalog_path.with_name("phrasebook.toml")
-        if not book.is_file():
-            book = catalog_path.parent.parent / "phrasebook.toml"
-        if book.is_file():
-            from quantize.catalog import read_phrasebook
-
-            extra_neg += [t[cat.language] for t in read_phrasebook(book).values() if cat.language in t]
-        if opts.quick:
-            extra_neg = extra_neg[:6]
-        keyword = [p for ps in cat.intents.values() for p in ps]
-        everyday = everyday_texts(cat.language, 20 if opts.quick else 400, keyword, opts.seed)
-    if cat.task != "langid":
-        foreign = {lang: (texts, *choose_voices(lang, opts))
-                   for lang, texts in foreign_texts(catalog_path, cat).items()}
-        examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg, foreign, everyday)
-    babble_texts = list(cat.negatives[:8]) or [ps[0] for ps in list(cat.intents.values())[:8]]
-    babble = [(t, v) for t, v in zip(babble_texts, train_v * 8, strict=False) if v.language != "*"]
     recipe = CorpusRecipe(cat.task, frontend, vad, AugmentRecipe())
     log.info("%s: %d examples", cat.name, len(examples))
     t0 = time.time()
@@ -446,6 +456,13 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     _write_confusion(out_dir, labels, probs, y[held], cat.name)
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     load_bundle(out_dir, frontend)  # the bundle we wrote must pass the runtime's own checks
+    if cat.task == "wake":
+        # The window threshold above was a first guess; the edge loop over the held-out negative
+        # audio sets the one that ships (smoothing and refractory included).
+        from quantize.negstream import apply_stream_calibration
+
+        if apply_stream_calibration(out_dir, probs[:, 1], y[held], catalog_path, opts) is not None:
+            manifest = json.loads((out_dir / "manifest.json").read_text())
     return manifest
 
 

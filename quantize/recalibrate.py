@@ -42,6 +42,11 @@ def recalibrate(bundle: Path) -> dict:
     logits = manifest["output"].get("activation") == "logits"
     probs = tflite_predict(bundle / "model.tflite", data["emb"][held], logits=logits)
     if manifest["task"] == "wake":
+        from quantize.negstream import apply_stream_calibration
+
+        stream = apply_stream_calibration(bundle, probs[:, 1], data["label"][held])
+        if stream is not None:
+            return {**stream, "features": path.name}
         calib = calibrate_wake_threshold(probs, data["label"][held])
         manifest["decision"].update(calib)
         threshold = calib["threshold"]

@@ -28,9 +28,13 @@ def models_table(models_dir: Path) -> str:
             if "false_reject_rate" in r:
                 notes.append(f"FRR {r['false_reject_rate']:.1%} on {r['keyword_clips']} real clips")
             notes.append(f"{r['false_accepts_per_hour_real']} FA/h on {r['negative_real_hours']} h real speech")
+            if "negative_synthetic_hours" in r:
+                notes.append(f"{r['false_accepts_per_hour_synthetic']} FA/h on {r['negative_synthetic_hours']} h "
+                             f"held-out synthetic speech and noise ({r['false_accepts_per_hour_sound_alikes']} on "
+                             f"sound-alikes)")
             if "false_reject_rate" in r:
                 best = r.get("frr_at_1fa_per_hour")
-                notes.append(f"at <= 1 FA/h: FRR {best['frr']:.1%} (threshold {best['threshold']})" if best
+                notes.append(f"at <= 1 FA/h of all that: FRR {best['frr']:.1%} (threshold {best['threshold']})" if best
                              else "no threshold reaches <= 1 FA/h")
         if "cmn_words" in real:
             r = real["cmn_words"]

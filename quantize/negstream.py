@@ -1,0 +1,150 @@
+"""Long negative audio for a wake word: its build's held-out negative clips, back to back.
+
+A wake threshold has to keep false accepts near one per hour of what a box hears. The build
+holds out negatives (sound-alikes, the language's command phrasings and phrasebook sentences,
+everyday words, spoken by voices never trained on, and noise); here they are rendered exactly as
+the corpus rendered them and joined into one stream for the edge loop to score step by step, as a
+device would: smoothing and the refractory period count, which scoring training windows one at
+a time ignores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edge.audio import AudioError
+from edge.bundle import UNKNOWN, load_bundle
+from edge.vad import VadConfig
+from quantize.augment import AugmentRecipe
+from quantize.build import BuildOptions, part_of_keyword, plan_corpus
+from quantize.catalog import load_catalog
+from quantize.corpus import CorpusRecipe, _Worker
+from quantize.evaluate import WAKE_TOP_THRESHOLDS, false_accepts, make_pipeline, stream_scores
+from quantize.util import sha256_file
+
+log = logging.getLogger(__name__)
+CATALOGS = Path(__file__).resolve().parent.parent / "models" / "catalog"
+
+
+def catalog_of(manifest: dict, root: Path = CATALOGS) -> Path | None:
+    """The catalog a bundle was built from: same file name and the same bytes."""
+    training = manifest.get("training", {})
+    for path in sorted(root.rglob(training.get("catalog", "?"))):
+        if sha256_file(path) == training.get("catalog_sha256"):
+            return path
+    return None
+
+
+def build_options_of(manifest: dict) -> BuildOptions:
+    training = manifest["training"]
+    return BuildOptions(quick=bool(training.get("quick")), seed=int(training.get("seed", 0)),
+                        kokoro="kokoro" in training.get("train_voices_by_engine", {}), progress=False)
+
+
+CALIBRATION_GRID = np.round(np.array([*np.arange(0.5, 0.981, 0.02), *WAKE_TOP_THRESHOLDS]), 4)
+"""Candidate wake thresholds, lowest first; logit outputs resolve the ones near 1."""
+SOUND_ALIKES = "sound-alikes"
+SPEECH_AND_NOISE = "speech and noise"
+
+
+def heldout_negative_streams(catalog_path: Path, opts: BuildOptions, embedding_path: Path,
+                             heldout_voices: list[str] | None = None, gap_s: float = 0.3) -> dict[str, np.ndarray]:
+    """A wake build's held-out negative clips (int16-scale float32), joined with short pauses, in
+    two streams: the catalog's own hand-picked negatives ("commuter", "compute" for "computer":
+    chosen to sound alike) and everything else (command phrasings, phrasebook sentences,
+    everyday words, noise, and pieces of a longer keyword: the negative audio the false-accept
+    target is about).
+    `heldout_voices`, when given, must be the build's; otherwise this machine's voices would
+    give another held-out set, and a ValueError says so."""
+    cat = load_catalog(catalog_path)
+    examples, _, held_v, babble = plan_corpus(catalog_path, cat, [UNKNOWN, "wake"], opts)
+    if heldout_voices is not None and sorted(v.id for v in held_v) != sorted(heldout_voices):
+        raise ValueError(f"{catalog_path.name}: this machine's voices give other held-out voices than the build's")
+    frontend = load_bundle(embedding_path.parent).frontend
+    worker = _Worker(CorpusRecipe(cat.task, frontend, VadConfig(), AugmentRecipe()), str(embedding_path), babble)
+    gap = np.zeros(int(gap_s * 16000), np.float32)
+    # A piece of the keyword ("Computer" of "hallo Computer") must never wake the box: it counts
+    # with the speech, as the build's weighting of it says.
+    sound_alikes = {t for t in cat.negatives if not part_of_keyword(t, cat)}
+    parts: dict[str, list[np.ndarray]] = {SOUND_ALIKES: [], SPEECH_AND_NOISE: []}
+    for ex in examples:
+        if ex.split != "heldout" or ex.label != 0:
+            continue
+        with contextlib.suppress(AudioError):  # a voice that spoke nothing for a word: skipped in the build too
+            audio, _ = worker.audio_for(ex)
+            parts[SOUND_ALIKES if ex.text in sound_alikes else SPEECH_AND_NOISE] += [audio.astype(np.float32), gap]
+    return {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in parts.items()}
+
+
+def negative_streams_for(bundle_dir: Path, catalog: Path | None = None,
+                         opts: BuildOptions | None = None) -> dict[str, np.ndarray] | None:
+    """The held-out negative streams of a wake bundle (from `catalog` and `opts` when its build
+    passes them, else from what its manifest records), or None with a log line saying why: its
+    catalog or its held-out voices are not on this machine."""
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    catalog = catalog or catalog_of(manifest)
+    if catalog is None:
+        log.warning("%s: its catalog %s is not in %s with the same contents; no synthetic negative audio",
+                    bundle_dir.name, manifest.get("training", {}).get("catalog"), CATALOGS)
+        return None
+    try:
+        return heldout_negative_streams(catalog, opts or build_options_of(manifest),
+                                        load_bundle(bundle_dir).embedding_path,
+                                        manifest["training"].get("heldout_voices"))
+    except ValueError as exc:
+        log.warning("%s; no synthetic negative audio", exc)
+        return None
+
+
+def hours(audio: np.ndarray) -> float:
+    return len(audio) / 16000 / 3600
+
+
+def false_accepts_per_hour(bundle_dir: Path, audio: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Wake events per hour of `audio` streamed through the edge loop, at each threshold."""
+    if not len(audio):
+        return np.zeros(len(thresholds))
+    pipe = make_pipeline([bundle_dir], wake="on")
+    scores = stream_scores(pipe, pipe.models.wake_heads[0], audio)
+    return np.array([false_accepts(scores, float(t)) for t in thresholds]) / hours(audio)
+
+
+def calibrate_on_stream(bundle_dir: Path, streams: dict[str, np.ndarray], max_per_hour: float = 1.0) -> dict:
+    """The lowest threshold at which the held-out speech-and-noise stream fires at most
+    `max_per_hour` times an hour; the sound-alikes' rate at it is reported, not targeted
+    (a box that sometimes wakes on "computation" beats one that ignores a fifth of its owners)."""
+    grid = CALIBRATION_GRID
+    fa = {k: false_accepts_per_hour(bundle_dir, a, grid) for k, a in streams.items()}
+    ok = np.flatnonzero(fa[SPEECH_AND_NOISE] <= max_per_hour)
+    i = int(ok[0]) if len(ok) else len(grid) - 1
+    return {"threshold": float(grid[i]), "calibrated_on": "held-out negative audio through the edge loop",
+            "negative_hours": {k: round(hours(a), 3) for k, a in streams.items()},
+            "false_accepts_per_hour": {k: round(float(v[i]), 2) for k, v in fa.items()}}
+
+
+def apply_stream_calibration(bundle_dir: Path, window_probs: np.ndarray | None = None,
+                             window_labels: np.ndarray | None = None, catalog: Path | None = None,
+                             opts: BuildOptions | None = None) -> dict | None:
+    """Set a wake bundle's threshold from its held-out negative audio (`calibrate_on_stream`) and
+    rewrite its manifest; the held-out windows, when given, update the window recall at it.
+    None, and the manifest untouched, when the negative audio cannot be re-created here."""
+    streams = negative_streams_for(bundle_dir, catalog, opts)
+    if streams is None:
+        return None
+    calib = calibrate_on_stream(bundle_dir, streams)
+    path = bundle_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    decision = manifest["decision"]
+    decision["threshold"] = calib["threshold"]
+    if window_probs is not None and window_labels is not None:
+        t = calib["threshold"]
+        decision["heldout_window_recall"] = round(float(np.mean(window_probs[window_labels == 1] >= t)), 4)
+        decision["heldout_window_false_positive"] = round(float(np.mean(window_probs[window_labels == 0] >= t)), 6)
+    decision["calibration"] = {k: v for k, v in calib.items() if k != "threshold"}
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return calib
