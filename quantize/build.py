@@ -28,7 +28,7 @@ from quantize.augment import AugmentRecipe
 from quantize.catalog import Catalog, load_catalog
 from quantize.convert import io_specs, tflite_predict, to_int8_tflite
 from quantize.corpus import MEL_WINDOW, WINDOW, CorpusRecipe, Example, build_features
-from quantize.evaluate import WAKE_TOP_THRESHOLDS
+from quantize.evaluate import WAKE_THRESHOLD_GRID
 from quantize.util import sha256_file
 from quantize.vocabulary import everyday_texts
 from quantize.voices import ESPEAK_VOICES, Prosody, Voice, available_voices, split_voices
@@ -482,8 +482,8 @@ def calibrate_wake_threshold(probs: np.ndarray, y: np.ndarray, max_false_accepts
     none may fire. Bounded to [0.5, 0.9999]; logit outputs resolve the top end."""
     pos, neg = probs[y == 1, 1], probs[y == 0, 1]
     allowed = max_false_accepts_per_hour * len(neg) / WAKE_WINDOWS_PER_HOUR
-    grid = [*np.arange(0.5, 0.981, 0.02), *WAKE_TOP_THRESHOLDS]
-    chosen = next((float(t) for t in grid if np.sum(neg >= t) <= allowed), grid[-1])
+    grid = WAKE_THRESHOLD_GRID
+    chosen = next((float(t) for t in grid if np.sum(neg >= t) <= allowed), float(grid[-1]))
     return {"threshold": round(chosen, 4), "smoothing_steps": 2,
             "heldout_window_recall": round(float(np.mean(pos >= chosen)) if len(pos) else 0.0, 4),
             "heldout_window_false_positive": round(float(np.mean(neg >= chosen)) if len(neg) else 0.0, 6)}

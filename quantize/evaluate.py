@@ -82,6 +82,8 @@ def evaluate_commands(bundle: Path, items: list[tuple[Path, str]], progress: boo
 
 WAKE_TOP_THRESHOLDS = (0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999)
 """Thresholds near 1 that wake models with logit outputs resolve (calibration and real DET)."""
+WAKE_THRESHOLD_GRID = np.round(np.array([*np.arange(0.5, 0.981, 0.02), *WAKE_TOP_THRESHOLDS]), 4)
+"""Candidate wake thresholds for calibration, lowest first."""
 SWEEP_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 

@@ -22,9 +22,9 @@ from edge.bundle import UNKNOWN, load_bundle
 from edge.vad import VadConfig
 from quantize.augment import AugmentRecipe
 from quantize.build import BuildOptions, part_of_keyword, plan_corpus
-from quantize.catalog import load_catalog
+from quantize.catalog import Catalog, load_catalog
 from quantize.corpus import CorpusRecipe, _Worker
-from quantize.evaluate import WAKE_TOP_THRESHOLDS, false_accepts, make_pipeline, stream_scores
+from quantize.evaluate import WAKE_THRESHOLD_GRID, false_accepts, make_pipeline, stream_scores
 from quantize.util import sha256_file
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,22 @@ def build_options_of(manifest: dict) -> BuildOptions:
                         kokoro="kokoro" in training.get("train_voices_by_engine", {}), progress=False)
 
 
-CALIBRATION_GRID = np.round(np.array([*np.arange(0.5, 0.981, 0.02), *WAKE_TOP_THRESHOLDS]), 4)
-"""Candidate wake thresholds, lowest first; logit outputs resolve the ones near 1."""
 SOUND_ALIKES = "sound-alikes"
 SPEECH_AND_NOISE = "speech and noise"
+
+
+def piece_of_keyword(text: str, cat: Catalog) -> bool:
+    """Words of a multi-word keyword said alone ("hallo", "Computer" of "hallo Computer"), or for
+    Mandarin, written without spaces, its characters (电脑 of 你好电脑): a box must never wake on
+    them, so they count with the speech, not with the sound-alikes. "compute" is a sound-alike of
+    "computer", though the build's weighting (`part_of_keyword`) matches it by its letters."""
+    if cat.language == "zh":
+        return part_of_keyword(text, cat)
+    words = text.lower().split()
+    for phrase in (p.lower().split() for ps in cat.intents.values() for p in ps):
+        if len(words) < len(phrase) and any(phrase[i : i + len(words)] == words for i in range(len(phrase))):
+            return True
+    return False
 
 
 def heldout_negative_streams(catalog_path: Path, opts: BuildOptions, embedding_path: Path,
@@ -68,9 +80,7 @@ def heldout_negative_streams(catalog_path: Path, opts: BuildOptions, embedding_p
     frontend = load_bundle(embedding_path.parent).frontend
     worker = _Worker(CorpusRecipe(cat.task, frontend, VadConfig(), AugmentRecipe()), str(embedding_path), babble)
     gap = np.zeros(int(gap_s * 16000), np.float32)
-    # A piece of the keyword ("Computer" of "hallo Computer") must never wake the box: it counts
-    # with the speech, as the build's weighting of it says.
-    sound_alikes = {t for t in cat.negatives if not part_of_keyword(t, cat)}
+    sound_alikes = {t for t in cat.negatives if not piece_of_keyword(t, cat)}
     parts: dict[str, list[np.ndarray]] = {SOUND_ALIKES: [], SPEECH_AND_NOISE: []}
     for ex in examples:
         if ex.split != "heldout" or ex.label != 0:
@@ -118,7 +128,7 @@ def calibrate_on_stream(bundle_dir: Path, streams: dict[str, np.ndarray], max_pe
     """The lowest threshold at which the held-out speech-and-noise stream fires at most
     `max_per_hour` times an hour; the sound-alikes' rate at it is reported, not targeted
     (a box that sometimes wakes on "computation" beats one that ignores a fifth of its owners)."""
-    grid = CALIBRATION_GRID
+    grid = WAKE_THRESHOLD_GRID
     fa = {k: false_accepts_per_hour(bundle_dir, a, grid) for k, a in streams.items()}
     ok = np.flatnonzero(fa[SPEECH_AND_NOISE] <= max_per_hour)
     i = int(ok[0]) if len(ok) else len(grid) - 1

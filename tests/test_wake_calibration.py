@@ -10,14 +10,14 @@ import pytest
 from conftest import build_bundle, espeak, with_silence
 
 from quantize.build import BuildOptions
-from quantize.evaluate import make_pipeline, run_clip
+from quantize.evaluate import WAKE_THRESHOLD_GRID, make_pipeline, run_clip
 from quantize.negstream import (
-    CALIBRATION_GRID,
     SOUND_ALIKES,
     SPEECH_AND_NOISE,
     false_accepts_per_hour,
     hours,
     negative_streams_for,
+    piece_of_keyword,
 )
 
 TINY_WAKE = """\
@@ -44,13 +44,13 @@ def _check_calibration(bundle: Path, streams: dict[str, np.ndarray]) -> None:
     calib, threshold = decision["calibration"], decision["threshold"]
     assert round(hours(streams[SPEECH_AND_NOISE]), 3) == calib["negative_hours"][SPEECH_AND_NOISE] > 0
     assert calib["negative_hours"][SOUND_ALIKES] > 0
-    lower = CALIBRATION_GRID[threshold > CALIBRATION_GRID]
+    lower = WAKE_THRESHOLD_GRID[threshold > WAKE_THRESHOLD_GRID]
     fa = false_accepts_per_hour(bundle, streams[SPEECH_AND_NOISE], np.array([threshold, *lower[-1:]]))
     assert round(fa[0], 2) == calib["false_accepts_per_hour"][SPEECH_AND_NOISE]
     if fa[0] <= 1.0:
         assert not len(lower) or fa[1] > 1.0
     else:
-        assert threshold == CALIBRATION_GRID[-1]
+        assert threshold == WAKE_THRESHOLD_GRID[-1]
 
 
 def test_a_wake_build_calibrates_on_the_same_held_out_audio_a_rerun_recreates(tiny_wake):
@@ -73,3 +73,14 @@ def test_the_calibrated_wake_model_hears_its_phrase_in_fresh_espeak_audio(tiny_w
     pipe = make_pipeline([tiny_wake], wake="on")
     events = run_clip(pipe, with_silence(espeak("computer")).astype(np.float32))
     assert [e.intent for e in events if e.type == "wake"] == ["wake"]
+
+
+def test_pieces_of_a_keyword_count_as_speech_and_sound_alikes_apart():
+    from quantize.catalog import load_catalog
+
+    catalogs = Path(__file__).resolve().parent.parent / "models" / "catalog"
+    pieces = {}
+    for name in ("de-wake", "en-wake", "zh-wake"):
+        cat = load_catalog(catalogs / f"{name}.toml")
+        pieces[name] = [t for t in cat.negatives if piece_of_keyword(t, cat)]
+    assert pieces == {"de-wake": ["hallo", "Computer"], "en-wake": [], "zh-wake": ["你好", "电脑"]}
