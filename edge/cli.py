@@ -12,6 +12,7 @@ from edge import __version__
 from edge.audio import AudioError
 from edge.bundle import BundleError, find_bundles, read_manifest
 from edge.config import DEFAULT_MODELS_DIR, LANGUAGES, ConfigError, RunConfig, load_config
+from edge.decisions import LANGID_RULES
 
 log = logging.getLogger("polyvox")
 DEMO_WAV = DEFAULT_MODELS_DIR / "demo" / "demo-en.wav"
@@ -46,6 +47,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                         "wake model is loaded")
     p.add_argument("--listen", dest="listen_s", type=float, help="seconds to listen for a command after wake")
     p.add_argument("--sensitivity", type=float, help="0..1; higher fires more easily (default 0.5)")
+    p.add_argument("--langid-rule", dest="langid_rule", choices=LANGID_RULES,
+                   help="with --language auto: tiebreak (default: the most confident phrase head, the "
+                        "language-id model deciding near-ties), joint (language probability x phrase "
+                        "confidence), argmax (the language-id model picks) or off (phrase heads alone)")
     p.add_argument("--json", action="store_true", default=None, help="events as JSON lines on stdout")
     p.add_argument("--realtime", action="store_true", default=None, help="pace a WAV file at real time")
     p.add_argument("--threads", dest="num_threads", type=int, help="TFLite threads (default 1)")
@@ -55,7 +60,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 RUN_KEYS = ("source", "rate_hz", "device", "language", "mode", "target_language", "models_dir", "bundles", "wake",
-            "listen_s", "sensitivity", "json", "realtime", "num_threads", "output")
+            "listen_s", "sensitivity", "langid_rule", "json", "realtime", "num_threads", "output")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 import tomllib
 
+from edge.decisions import LANGID_RULES
 from edge.frontend import FrontendConfig
 from edge.vad import VadConfig
 
@@ -67,6 +68,9 @@ class RunConfig:
     wake: str = "auto"
     listen_s: float = 5.0
     sensitivity: float = 0.5
+    langid_rule: str = "tiebreak"
+    """How `language = "auto"` uses the language-id model: tiebreak, joint, argmax or off
+    (see edge.pipeline.PipelineConfig)."""
     json: bool = False
     realtime: bool = False
     num_threads: int = 1
@@ -89,6 +93,8 @@ def _check(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"mode: must be one of {', '.join(MODES)}, not {cfg.mode!r}")
     if cfg.wake not in ("auto", "on", "off"):
         raise ConfigError(f"wake: must be auto, on or off, not {cfg.wake!r}")
+    if cfg.langid_rule not in LANGID_RULES:
+        raise ConfigError(f"langid_rule: must be one of {', '.join(LANGID_RULES)}, not {cfg.langid_rule!r}")
     if not 0.0 <= cfg.sensitivity <= 1.0:
         raise ConfigError(f"sensitivity: must be between 0 and 1, not {cfg.sensitivity}")
     if cfg.num_threads < 1 or cfg.chunk_samples < 160 or cfg.rate_hz < 4000 or cfg.listen_s <= 0:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.bundle import Bundle, BundleError, load_bundle
-from edge.decisions import DecisionConfig, WakeDecider, decide_command
+from edge.decisions import TIE_MARGIN, DecisionConfig, WakeDecider, decide_command
 from edge.events import Event
 from edge.frontend import Frontend, FrontendConfig
 from edge.models import Embedder, StatefulHead, WindowHead
@@ -38,9 +38,12 @@ class PipelineConfig:
     listen_s: float = 5.0
     sensitivity: float = 0.5
     num_threads: int = 1
-    langid_rule: str = "joint"
-    """With a language-id model loaded: joint (language probability × phrase confidence),
-    argmax (the identifier alone picks the language) or off."""
+    langid_rule: str = "tiebreak"
+    """With a language-id model loaded (`--language auto`): tiebreak (the most confident phrase
+    head wins; the language identifier decides between heads within TIE_MARGIN of it), joint
+    (language probability × phrase confidence), argmax (the identifier alone picks the language)
+    or off (phrase heads alone)."""
+
 
 
 @dataclass
@@ -264,30 +267,31 @@ class Pipeline:
         heads = self.models.command_heads
         prior: dict[str, float] = {}
         lid = self.models.langid_head
-        if lid is not None and self.cfg.langid_rule != "off":
-            # Spoken-language identification: either it alone picks the language ("argmax"), or
-            # ("joint") each language's best phrase confidence is weighed by its probability,
-            # so a confident phrase head can overrule a hesitant language identifier.
+        rule = self.cfg.langid_rule
+        if lid is not None and rule != "off":
             probs = lid.runner.scores()
             prior = {lab: float(p) for lab, p in zip(lid.bundle.labels, probs, strict=True) if not lab.startswith("_")}
-            language = max(prior, key=prior.get)
-            self.last_heard_language = language
-            if self.cfg.langid_rule == "argmax":
-                heads = [h for h in heads if h.bundle.language == language] or heads
+            self.last_heard_language = max(prior, key=prior.get)
+            if rule == "argmax":
+                heads = [h for h in heads if h.bundle.language == self.last_heard_language] or heads
                 prior = {}
-        best: Event | None = None
-        best_score = 0.0
+        hits = []
         for head in heads:
-            probs = head.runner.scores()
-            hit = decide_command(head.bundle.labels, probs, head.decision, self.sensitivity)
-            weight = prior.get(head.bundle.language, 1.0) if prior else 1.0
-            if hit and (best is None or hit[1] * weight > best_score):
-                label, confidence = hit
-                best_score = confidence * weight
-                best = Event("command", label, head.bundle.language, head.bundle.texts.get(label, label),
-                             confidence, t_start, t_end, t, head.bundle.name)
-        if best is not None and prior:
+            hit = decide_command(head.bundle.labels, head.runner.scores(), head.decision, self.sensitivity)
+            if hit:
+                hits.append((head, *hit))
+        if not hits:
+            return None
+        if rule == "tiebreak":
+            top = max(conf for _, _, conf in hits)
+            hits = [h for h in hits if h[2] >= top - TIE_MARGIN]
+        # Each remaining confidence weighed by its language's probability (no prior for argmax,
+        # off or a single language).
+        head, label, confidence = max(hits, key=lambda h: h[2] * prior.get(h[0].bundle.language, 1.0))
+        best = Event("command", label, head.bundle.language, head.bundle.texts.get(label, label),
+                     confidence, t_start, t_end, t, head.bundle.name)
+        if lid is not None:
             self.last_heard_language = best.language
-        if best is not None and self.wake_on:
+        if self.wake_on:
             self._listen_until = -1.0
         return best

@@ -1,7 +1,8 @@
 """`--language auto` on held-out voices: phrasebook phrases in every language, spoken by voices
 the language-id model never trained on, through the edge pipeline with each language rule:
-"argmax" (the language-id model picks), "joint" (the default: each language's best phrase
-weighed by its language probability) and "off" (the most confident phrase head alone)."""
+"argmax" (the language-id model picks), "joint" (each language's best phrase weighed by its
+language probability), "tiebreak" (the default: the most confident phrase head, the language-id
+model deciding near-ties) and "off" (the most confident phrase head alone)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def evaluate_auto(models_dir: Path = ROOT / "models", voices_per_language: int =
         lang = _language_of(name)
         if lang and len(by_language[lang]) < voices_per_language:
             by_language[lang].append(Voice(engine, name, lang))
-    rules = ("argmax", "joint", "off")
+    rules = ("argmax", "joint", "tiebreak", "off")
     results = {rule: {"language_right": 0, "phrase_right": 0, "no_event": 0, "utterances": 0, "by_language": {}}
                for rule in rules}
     pipes = {rule: Pipeline(PipelineConfig(wake="off", langid_rule=rule), models) for rule in rules}

@@ -67,13 +67,14 @@ def test_round_trip_through_every_target_language(src, tmp_path: Path):
         assert [e["intent"] for e in heard] == PHRASES, (src, dst, heard)
 
 
-def test_auto_language_picks_the_source_language(tmp_path: Path):
+@pytest.mark.parametrize("rule", ["tiebreak", "joint"])
+def test_auto_language_picks_the_source_language(tmp_path: Path, rule: str):
     if not (ROOT / "models" / "langid" / "manifest.json").is_file():
         pytest.skip("language-id bundle is not built")
     book = _phrasebook()
     for src in ["fr", "de", "zh"]:
         wav = tmp_path / f"{src}.wav"
         write_wav(wav, with_silence(_say(book["where_is_station"][src], src), gap_s=2.0))
-        events = _run("--mode", "translate", "--language", "auto", "--target-language", "en", "--source", str(wav),
-                      "--output", str(tmp_path / "out.wav"))
+        events = _run("--mode", "translate", "--language", "auto", "--langid-rule", rule, "--target-language", "en",
+                      "--source", str(wav), "--output", str(tmp_path / "out.wav"))
         assert [(e["source"]["language"], e["phrase"]) for e in events] == [(src, "where_is_station")], events
