@@ -245,7 +245,6 @@ def make_langid_examples(cat: Catalog, labels: list[str], opts: BuildOptions
     return out, all_train, all_held
 
 
-
 def wake_negative_texts(catalog_path: Path, cat: Catalog, opts: BuildOptions) -> tuple[list[str], list[str]]:
     """(extra negatives, everyday words) for a wake catalog: the language's command phrasings
     and phrasebook sentences, then common words of the language."""
@@ -283,6 +282,7 @@ def plan_corpus(catalog_path: Path, cat: Catalog, labels: list[str], opts: Build
     babble_texts = list(cat.negatives[:8]) or [ps[0] for ps in list(cat.intents.values())[:8]]
     babble = [(t, v) for t, v in zip(babble_texts, train_v * 8, strict=False) if v.language != "*"]
     return examples, train_v, held_v, babble
+
 
 def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == y)) if len(y) else 0.0
