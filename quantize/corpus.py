@@ -80,8 +80,9 @@ def synth_cached(text: str, voice: Voice, prosody: Prosody) -> np.ndarray:
     return audio
 
 
-class _Worker:
-    """Per-process state: one frontend, one VAD, one embedder."""
+class CorpusWorker:
+    """Per-process state: one frontend, one VAD, one embedder. Also renders a wake build's
+    held-out negatives again for `negstream`."""
 
     def __init__(self, recipe: CorpusRecipe, embedding_path: str, babble_texts: list[tuple[str, Voice]]) -> None:
         self.recipe = recipe
@@ -155,12 +156,12 @@ class _Worker:
         return out
 
 
-_worker: _Worker | None = None
+_worker: CorpusWorker | None = None
 
 
 def _init(recipe: CorpusRecipe, embedding_path: str, babble: list[tuple[str, Voice]]) -> None:
     global _worker
-    _worker = _Worker(recipe, embedding_path, babble)
+    _worker = CorpusWorker(recipe, embedding_path, babble)
 
 
 def _run(ex: Example) -> tuple[Example, list, bool]:

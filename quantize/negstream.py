@@ -23,7 +23,7 @@ from edge.vad import VadConfig
 from quantize.augment import AugmentRecipe
 from quantize.build import BuildOptions, part_of_keyword, plan_corpus
 from quantize.catalog import Catalog, load_catalog
-from quantize.corpus import CorpusRecipe, _Worker
+from quantize.corpus import CorpusRecipe, CorpusWorker
 from quantize.evaluate import WAKE_THRESHOLD_GRID, false_accepts, make_pipeline, stream_scores
 from quantize.util import sha256_file
 
@@ -78,7 +78,7 @@ def heldout_negative_streams(catalog_path: Path, opts: BuildOptions, embedding_p
     if heldout_voices is not None and sorted(v.id for v in held_v) != sorted(heldout_voices):
         raise ValueError(f"{catalog_path.name}: this machine's voices give other held-out voices than the build's")
     frontend = load_bundle(embedding_path.parent).frontend
-    worker = _Worker(CorpusRecipe(cat.task, frontend, VadConfig(), AugmentRecipe()), str(embedding_path), babble)
+    worker = CorpusWorker(CorpusRecipe(cat.task, frontend, VadConfig(), AugmentRecipe()), str(embedding_path), babble)
     gap = np.zeros(int(gap_s * 16000), np.float32)
     sound_alikes = {t for t in cat.negatives if not piece_of_keyword(t, cat)}
     parts: dict[str, list[np.ndarray]] = {SOUND_ALIKES: [], SPEECH_AND_NOISE: []}
