@@ -37,6 +37,16 @@ def write_report(out_dir: Path, manifest: dict) -> None:
         f"- float accuracy {m['heldout_float_accuracy']:.4f}, int8 accuracy {m['heldout_int8_accuracy']:.4f}",
         f"- decision: {json.dumps(manifest['decision'])}",
     ]
+    calib = manifest["decision"].get("calibration")
+    if calib:
+        hours, fa = calib["negative_hours"], calib["false_accepts_per_hour"]
+        stream = f"{hours['speech and noise']} h of held-out speech and noise streamed through the edge loop"
+        met = fa["speech and noise"] <= 1.0
+        lines.append(f"- threshold {manifest['decision']['threshold']}: "
+                     + (f"the lowest at which {stream} fires at most once an hour" if met
+                        else f"the highest candidate; {stream} still fires more than once an hour")
+                     + f" ({fa['speech and noise']}/h); the sound-alikes ({hours['sound-alikes']} h) "
+                     f"fire {fa['sound-alikes']}/h there")
     for k in ("heldout_accept_accuracy", "heldout_unknown_false_accept"):
         if k in m:
             lines.append(f"- {k.replace('_', ' ')}: {m[k]}")
@@ -47,6 +57,10 @@ def write_report(out_dir: Path, manifest: dict) -> None:
         for name, res in real.items():
             lines.append(f"- **{name}**: " + ", ".join(f"{k} {v}" for k, v in res.items()
                                                      if not isinstance(v, dict | list)))
+            best = res.get("frr_at_1fa_per_hour")
+            if best:
+                lines.append(f"- at <= 1 false accept per hour of {best['negative_audio']} negative audio: "
+                             f"{best['frr']:.1%} of the real keyword clips missed (threshold {best['threshold']})")
             sweep = res.get("by_threshold")
             if sweep:
                 lines += ["", "| threshold | correct | wrong | rejected |", "|---|---|---|---|"]

@@ -59,6 +59,7 @@ def test_a_wake_build_calibrates_on_the_same_held_out_audio_a_rerun_recreates(ti
     streams = negative_streams_for(tiny_wake, tiny_wake.parent / "en-tinywake.toml", BuildOptions(quick=True))
     assert streams is not None
     _check_calibration(tiny_wake, streams)
+    assert "held-out speech and noise streamed through the edge loop" in (tiny_wake / "report.md").read_text()
 
 
 def test_the_shipped_wake_threshold_holds_held_out_speech_to_one_false_accept_an_hour():
