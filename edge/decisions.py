@@ -68,6 +68,7 @@ class WakeDecider:
         self._history.clear()
         return label, float(smooth[best])
 
+
 LANGID_RULES = ("tiebreak", "joint", "argmax", "off")
 TIE_MARGIN = 0.02
 """Phrase confidences this close count as a tie. On 368 held-out utterances heads alone named

@@ -45,7 +45,6 @@ class PipelineConfig:
     or off (phrase heads alone)."""
 
 
-
 @dataclass
 class Head:
     """A loaded bundle with its runner and decision rule."""

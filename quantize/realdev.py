@@ -19,7 +19,6 @@ from quantize.evaluate import (
     REAL_DEV,
     WAKE_TOP_THRESHOLDS,
     evaluate_commands,
-    false_accepts,
     make_pipeline,
     max_wake_score,
     plot_confusion,
@@ -27,7 +26,6 @@ from quantize.evaluate import (
     plot_threshold_sweep,
     read_audio_any,
     read_labelled,
-    stream_scores,
     threshold_sweep,
 )
 from quantize.negstream import SOUND_ALIKES, SPEECH_AND_NOISE, false_accepts_per_hour, negative_streams_for
@@ -140,12 +138,11 @@ def wake_real(bundle_dir: Path, root: Path, progress: bool = True) -> dict:
     for a in _read_all(neg_clips)[0]:
         neg_audio += [a.astype(np.float32), np.zeros(8000, np.float32)]
     stream = np.concatenate(neg_audio).astype(np.float32)
-    hours = len(stream) / 16000 / 3600
-    scores = stream_scores(pipe, head, stream)
-    fa_h = np.array([false_accepts(scores, t) / hours for t in thresholds])
+    hours = hours_of(stream)
+    fa_h = false_accepts_per_hour(bundle_dir, stream, thresholds)
     out["negative_real_hours"] = round(hours, 3)
     out["threshold"] = thr
-    out["false_accepts_per_hour_real"] = round(false_accepts(scores, thr) / hours, 2)
+    out["false_accepts_per_hour_real"] = round(float(fa_h[at]), 2)
     curves = {"real speech": fa_h}
     # The synthetic half of the negative audio: the build's held-out voices' sentences, words and
     # noise (the sound-alikes apart: reported, not part of the target).
