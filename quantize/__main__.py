@@ -32,7 +32,7 @@ def _build(args: argparse.Namespace) -> int:
 
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
                         embedding_dir=Path(args.embedding), seed=args.seed, members=args.members,
-                        head_augment=args.head_augment, kokoro=not args.no_kokoro)
+                        head_augment=args.head_augment, kokoro=not args.no_kokoro, train_reps=args.reps)
     out = Path(args.out)
     manifest = build(Path(args.catalog), out, opts, language=args.language)
     if not args.no_real:
@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the corpus draw (voices per negative, prosody, augmentation) and of training; "
                         "another seed is another sample of the same recipe")
+    p.add_argument("--reps", type=int, default=3,
+                   help="renditions of each phrasing by each training voice, each augmented apart; a small "
+                        "vocabulary can afford more (default 3)")
     p.add_argument("--no-kokoro", action="store_true",
                    help="leave out the Kokoro neural voices: a first build several times faster, "
                         "less robust to real voices")

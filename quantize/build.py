@@ -50,6 +50,8 @@ class BuildOptions:
     embedding_dir: Path = Path(__file__).resolve().parent.parent / "models" / "embedding"
     max_espeak_voices: int = 24
     train_reps: int = 3
+    """Renditions of each phrasing by each training voice (augmented apart); a small vocabulary
+    can afford more."""
     members: int = 0
     """Heads per ensemble candidate; 0 = the task's default (`ensemble_size`)."""
     progress: bool = True
@@ -424,6 +426,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "train_voices": len(train_v),
             "train_voices_by_engine": dict(Counter(v.engine for v in train_v)),
             "seed": opts.seed,
+            "train_reps": opts.train_reps,
             "heldout_voices": held_voices,
             "examples": int(len(y)),
             "heldout_examples": int(held.sum()),

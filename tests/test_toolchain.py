@@ -276,3 +276,20 @@ def test_cached_features_finds_a_command_bundles_cache_despite_foreign_heldout_v
     manifest["training"]["heldout_examples"] = 2  # another build of the same language
     with pytest.raises(RuntimeError, match="no cached features"):
         recalibrate.cached_features(manifest)
+
+
+def test_reps_scales_training_renditions_and_is_read_back_from_the_manifest():
+    from quantize.build import BuildOptions, choose_voices, make_examples
+    from quantize.negstream import build_options_of
+
+    cat = load_catalog(Path(__file__).resolve().parent.parent / "models/catalog/keywords/en-digits.toml")
+    labels = ["_unknown_", *cat.intents]
+    train_v, held_v = choose_voices("en", BuildOptions(kokoro=False))
+    counts = {}
+    for reps in (3, 6):
+        ex = make_examples(cat, labels, train_v, held_v, BuildOptions(kokoro=False, train_reps=reps), [])
+        counts[reps] = (sum(e.split == "train" and e.label > 0 for e in ex), sum(e.split == "heldout" and e.voice is not None for e in ex))
+    assert counts[6][0] == 2 * counts[3][0]
+    assert counts[6][1] == counts[3][1]  # the held-out speech does not grow with it
+    opts = build_options_of({"training": {"seed": 1, "train_reps": 6, "train_voices_by_engine": {"espeak": 3}}})
+    assert (opts.train_reps, opts.seed, opts.kokoro) == (6, 1, False)
