@@ -288,7 +288,8 @@ def test_reps_scales_training_renditions_and_is_read_back_from_the_manifest():
     counts = {}
     for reps in (3, 6):
         ex = make_examples(cat, labels, train_v, held_v, BuildOptions(kokoro=False, train_reps=reps), [])
-        counts[reps] = (sum(e.split == "train" and e.label > 0 for e in ex), sum(e.split == "heldout" and e.voice is not None for e in ex))
+        trained = sum(e.split == "train" and e.label > 0 for e in ex)
+        counts[reps] = (trained, sum(e.split == "heldout" and e.voice is not None for e in ex))
     assert counts[6][0] == 2 * counts[3][0]
     assert counts[6][1] == counts[3][1]  # the held-out speech does not grow with it
     opts = build_options_of({"training": {"seed": 1, "train_reps": 6, "train_voices_by_engine": {"espeak": 3}}})
