@@ -1,7 +1,8 @@
 """Copy a bundle built elsewhere (a candidate in .cache/) to where it will ship.
 
 A bundle names its speech embedding by a path relative to itself, so a plain copy into
-`models/` would point at the wrong place; this rewrites that path and checks the result loads.
+`models/` would point at the wrong place; this rewrites that path, names the bundle after its
+new folder (the name events carry as `model`) and checks the result loads.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def promote(src: Path, dest: Path) -> Path:
             shutil.copy2(f, dest / f.name)
     if bundle.embedding_path is not None:
         manifest["embedding"]["path"] = os.path.relpath(bundle.embedding_path, dest.resolve())
+    renamed = manifest.get("name") != dest.name
+    manifest["name"] = dest.name
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if renamed and (dest / "report.md").is_file():
+        from quantize.report import write_report
+
+        write_report(dest, manifest)
     load_bundle(dest)
     return dest

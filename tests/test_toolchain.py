@@ -224,7 +224,8 @@ def test_promote_copies_a_bundle_and_repoints_its_embedding(tmp_path):
     from quantize.promote import promote
 
     shipped = Path(__file__).resolve().parent.parent / "models" / "en-command"
-    candidate = promote(shipped, tmp_path / "try" / "en-command")  # a candidate built elsewhere
+    candidate = promote(shipped, tmp_path / "try" / "en-command-x")  # a candidate built elsewhere
+    assert load_bundle(candidate).name == "en-command-x"
     dest = tmp_path / "models" / "en-command"
     dest.mkdir(parents=True)
     (dest / "stale.png").write_bytes(b"old plot")
@@ -232,6 +233,8 @@ def test_promote_copies_a_bundle_and_repoints_its_embedding(tmp_path):
     assert not (dest / "stale.png").exists()
     assert (dest / "model.tflite").read_bytes() == (shipped / "model.tflite").read_bytes()
     assert load_bundle(dest).embedding_path == load_bundle(shipped).embedding_path
+    assert load_bundle(dest).name == "en-command"
+    assert (dest / "report.md").read_text().startswith("# en-command:")
 
 
 def test_head_augmentation_defaults_to_utterance_builds():
