@@ -91,8 +91,9 @@ def _promote(args: argparse.Namespace) -> int:
 def _evaluate_auto(args: argparse.Namespace) -> int:
     from quantize.autoeval import evaluate_auto
 
-    results = evaluate_auto()
-    manifest_path = MODELS / "langid" / "manifest.json"
+    models_dir = Path(args.models_dir)
+    results = evaluate_auto(models_dir)
+    manifest_path = models_dir / "langid" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["metrics"]["auto_mode_heldout"] = results
     manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -164,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_promote)
 
     p = sub.add_parser("evaluate-auto", help="--language auto on held-out voices (recorded in models/langid)")
+    p.add_argument("--models-dir", default=str(MODELS),
+                   help="where the five phrasebook bundles, langid and catalog/ are (try candidates in a copy)")
     p.set_defaults(func=_evaluate_auto)
 
     p = sub.add_parser("table", help="print the Markdown table of shipped bundles and their measured figures")
