@@ -26,6 +26,13 @@ def _embedding(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _build(args: argparse.Namespace) -> int:
     from quantize.build import BuildOptions, build
     from quantize.report import write_report
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the corpus draw (voices per negative, prosody, augmentation) and of training; "
                         "another seed is another sample of the same recipe")
-    p.add_argument("--reps", type=int, default=3,
+    p.add_argument("--reps", type=_at_least_one, default=3,
                    help="renditions of each phrasing by each training voice, each augmented apart; a small "
                         "vocabulary can afford more (default 3)")
     p.add_argument("--no-kokoro", action="store_true",

@@ -297,3 +297,11 @@ def test_reps_scales_training_renditions_and_is_read_back_from_the_manifest():
     assert counts[6][1] == counts[3][1]  # the held-out speech does not grow with it
     opts = build_options_of({"training": {"seed": 1, "train_reps": 6, "train_voices_by_engine": {"espeak": 3}}})
     assert (opts.train_reps, opts.seed, opts.kokoro) == (6, 1, False)
+
+
+def test_build_refuses_zero_reps_in_one_line(capsys):
+    from quantize.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["build", "--catalog", "models/catalog/keywords/en-digits.toml", "--out", "unused", "--reps", "0"])
+    assert "--reps: must be 1 or more, not 0" in capsys.readouterr().err
