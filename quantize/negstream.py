@@ -43,6 +43,7 @@ def catalog_of(manifest: dict, root: Path = CATALOGS) -> Path | None:
 def build_options_of(manifest: dict) -> BuildOptions:
     training = manifest["training"]
     return BuildOptions(quick=bool(training.get("quick")), seed=int(training.get("seed", 0)),
+                        # No train_reps: built before --reps existed, always with 3.
                         train_reps=int(training.get("train_reps", 3)),
                         kokoro="kokoro" in training.get("train_voices_by_engine", {}), progress=False)
 
