@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                         "another seed is another sample of the same recipe")
     p.add_argument("--reps", type=_at_least_one, default=3,
                    help="renditions of each phrasing by each training voice, each augmented apart; a small "
-                        "vocabulary can afford more (default 3)")
+                        "vocabulary can afford more (default 3; langid: 14 voices per text at 3, scaled alike)")
     p.add_argument("--no-kokoro", action="store_true",
                    help="leave out the Kokoro neural voices: a first build several times faster, "
                         "less robust to real voices")

@@ -229,14 +229,20 @@ def make_langid_examples(cat: Catalog, labels: list[str], opts: BuildOptions
     out: list[Example] = []
     all_train: list[Voice] = []
     all_held: list[Voice] = []
-    per_text = 1 if opts.quick else 14  # more voices per text: the model must hear language, not voice
+    # More voices per text: the model must hear language, not voice. Held-out accuracy rose from 66 to
+    # 74 % when a single head trained on all of a build's clips instead of half of them, so --reps
+    # scales this too (14 voices per text at the default 3).
+    per_text = 1 if opts.quick else round(14 * opts.train_reps / 3)
     for lang, texts in cat.intents.items():
         train, held = choose_voices(lang, opts)
         all_train += train
         all_held += held
         label = labels.index(lang)
         for text in texts:
-            for v in rng.choice(len(train), size=min(per_text, len(train)), replace=False):
+            picks = list(rng.choice(len(train), size=min(per_text, len(train)), replace=False))
+            if per_text > len(train):  # every voice once, then again at random (augmented apart)
+                picks += list(rng.choice(len(train), size=per_text - len(train)))
+            for v in picks:
                 out.append(Example(text, label, train[v], _prosody(rng, train[v], True), int(rng.integers(2**31)),
                                    "train"))
         for v in held:
