@@ -73,8 +73,19 @@ def load_catalog(path: str | Path, language: str | None = None) -> Catalog:
     negatives = neg.get("phrases", []) if isinstance(neg, dict) else neg
     if not isinstance(negatives, list) or not all(isinstance(p, str) for p in negatives):
         raise CatalogError(f"catalog '{path}': negatives.phrases must be a list of strings")
+    said = {spoken_form(p): key for key, ps in intents.items() for p in ps}
+    for text in negatives:
+        if spoken_form(text) in said:
+            raise CatalogError(f"catalog '{path}': negative {text!r} is also a phrasing of intent "
+                               f"{said[spoken_form(text)]!r}")
     name = data.get("name") or path.stem
     return Catalog(path, str(name), language, task, intents, tuple(negatives))
+
+
+def spoken_form(text: str) -> str:
+    """A phrasing as it sounds, as far as text can tell: case, punctuation and spacing aside."""
+    kept = "".join(c if c.isalnum() or c in "'’" else " " for c in text.casefold())
+    return " ".join(kept.split())
 
 
 def read_phrasebook(path: str | Path) -> dict[str, dict[str, str]]:
@@ -95,7 +106,11 @@ def _phrasebook_as_catalog(path: Path, data: dict, language: str | None) -> dict
             raise CatalogError(f"phrasebook '{path}': phrase {pid!r} has no {language} text")
         intents[pid] = [texts[language]]
     sibling = path.with_name(f"{language}-command.toml")
-    negatives = list(load_catalog(sibling).negatives) if sibling.is_file() else []
+    # The command catalog's negatives include words that are phrases here ("ten", "buenos días",
+    # 一杯咖啡): trained as unknown, they contradicted their own phrase's examples.
+    phrased = {spoken_form(ps[0]) for ps in intents.values()}
+    negatives = [t for t in (load_catalog(sibling).negatives if sibling.is_file() else ())
+                 if spoken_form(t) not in phrased]
     return {"language": language, "task": "phrase", "intents": intents, "negatives": {"phrases": negatives},
             "name": f"{language}-phrase"}
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from quantize.augment import AugmentRecipe, augment
-from quantize.catalog import CatalogError, load_catalog
+from quantize.catalog import CatalogError, load_catalog, spoken_form
 from quantize.voices import Voice, hanzi_to_pinyin, synthesize
 
 CATALOGS = Path(__file__).resolve().parent.parent / "models" / "catalog"
@@ -34,6 +34,11 @@ def test_phrasebook_has_every_language_for_40_phrases():
     for lang in ["zh", "en", "de", "fr", "es"]:
         cat = load_catalog(CATALOGS / "phrasebook.toml", lang)
         assert len(cat.intents) >= 40 and cat.task == "phrase"
+        # The command catalog's negatives it borrows never include one of its own phrases.
+        command_negatives = load_catalog(CATALOGS / f"{lang}-command.toml").negatives
+        phrased = {spoken_form(ps[0]) for ps in cat.intents.values()}
+        assert not phrased & {spoken_form(t) for t in cat.negatives}
+        assert len(cat.negatives) < len(command_negatives)  # "ten", "diez", 十 ... are phrases here
 
 
 def test_bad_catalogs_name_the_problem(tmp_path):
@@ -41,7 +46,9 @@ def test_bad_catalogs_name_the_problem(tmp_path):
     for text, match in [('language = "xx"\n[intents]\na = ["b"]\n', "language"),
                         ('language = "en"\ncolour = 1\n[intents]\na = ["b"]\n', "unknown key 'colour'"),
                         ('language = "en"\n[intents]\na = []\n', "'a' needs one or more"),
-                        ('language = "en"\n[intents\n', "not valid TOML")]:
+                        ('language = "en"\n[intents\n', "not valid TOML"),
+                        ('language = "en"\n[intents]\nstop = ["Stop!"]\n[negatives]\nphrases = ["stop"]\n',
+                         "negative 'stop' is also a phrasing of intent 'stop'")]:
         bad.write_text(text)
         with pytest.raises(CatalogError, match=match) as err:
             load_catalog(bad)
