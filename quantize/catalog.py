@@ -75,9 +75,8 @@ def load_catalog(path: str | Path, language: str | None = None) -> Catalog:
         raise CatalogError(f"catalog '{path}': negatives.phrases must be a list of strings")
     said = {spoken_form(p): key for key, ps in intents.items() for p in ps}
     for text in negatives:
-        if spoken_form(text) in said:
-            raise CatalogError(f"catalog '{path}': negative {text!r} is also a phrasing of intent "
-                               f"{said[spoken_form(text)]!r}")
+        if (intent := said.get(spoken_form(text))) is not None:
+            raise CatalogError(f"catalog '{path}': negative {text!r} is also a phrasing of intent {intent!r}")
     name = data.get("name") or path.stem
     return Catalog(path, str(name), language, task, intents, tuple(negatives))
 

@@ -313,12 +313,13 @@ def test_reps_scales_the_voices_per_language_id_text():
     labels = ["_unknown_", *cat.intents]
     per_text = {}
     for reps in (3, 6, 30):  # 30: more renditions per text than there are voices of its language
-        ex, train_v, _ = make_langid_examples(cat, labels, BuildOptions(kokoro=False, train_reps=reps))
+        ex, _, _ = make_langid_examples(cat, labels, BuildOptions(kokoro=False, train_reps=reps))
         text = cat.intents["de"][0]
         spoken = [e for e in ex if e.split == "train" and e.label == labels.index("de") and e.text == text]
         per_text[reps] = len(spoken)
         assert len({e.seed for e in spoken}) == len(spoken)  # each rendition augmented apart
     assert per_text == {3: 14, 6: 28, 30: 140}
+
 
 def test_build_refuses_zero_reps_in_one_line(capsys):
     from quantize.__main__ import main
