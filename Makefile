@@ -7,13 +7,15 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_RUNTIME := espeak-ng portaudio19-dev libsndfile1 python3-venv python3-dev
 APT_TEST := mosquitto mosquitto-clients systemd sox
-# Extra voices for training only (Debian contrib / non-free): make models-deps
-APT_VOICES := flite festival libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
+# Extra voices for training only: make models-deps. Flite and Festival are in Debian main; MBROLA
+# and Pico are in contrib / non-free and are installed when those components are enabled.
+APT_VOICES_MAIN := flite festival
+APT_VOICES_NONFREE := libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
   mbrola-de1 mbrola-de2 mbrola-de3 mbrola-de4 mbrola-de5 mbrola-de6 mbrola-de7 mbrola-fr1 mbrola-fr2 \
   mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-es1 mbrola-es2 mbrola-es3 mbrola-es4 \
   mbrola-mx1 mbrola-mx2 mbrola-vz1 mbrola-cn1
 
-.PHONY: demo test lint models models-deps bench bench-peers apt-runtime apt-test clean
+.PHONY: demo test lint models models-deps apt-voices-nonfree bench bench-peers apt-runtime apt-test clean
 
 define apt_install
 	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -50,9 +52,13 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff check edge quantize tests bench
 
 models-deps: apt-runtime
-	@grep -q "contrib non-free" /etc/apt/sources.list.d/debian.sources 2>/dev/null || \
-	  echo "note: MBROLA and Pico voices need Debian's contrib and non-free components enabled"
-	$(call apt_install,$(APT_VOICES))
+	$(call apt_install,$(APT_VOICES_MAIN))
+	@if apt-cache show mbrola-us1 >/dev/null 2>&1; then $(MAKE) --no-print-directory apt-voices-nonfree; \
+	else echo "MBROLA and Pico voices skipped: enable Debian's contrib and non-free components" \
+	  "(Components: main contrib non-free in /etc/apt/sources.list.d/debian.sources), then rerun"; fi
+
+apt-voices-nonfree:
+	$(call apt_install,$(APT_VOICES_NONFREE))
 
 # Rebuild every shipped bundle (10-30 minutes each on 2 cores from an empty cache); logs in .cache/logs.
 models: $(VENV)/.dev models-deps
