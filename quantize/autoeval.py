@@ -34,8 +34,8 @@ def evaluate_auto(models_dir: Path = ROOT / "models", voices_per_language: int =
         if lang and len(by_language[lang]) < voices_per_language:
             by_language[lang].append(Voice(engine, name, lang))
     rules = ("argmax", "joint", "tiebreak", "off")
-    results = {rule: {"language_right": 0, "phrase_right": 0, "no_event": 0, "utterances": 0, "by_language": {}}
-               for rule in rules}
+    results = {rule: {"language_right": 0, "phrase_right": 0, "no_event": 0, "utterances": 0, "by_language": {},
+                      "misses_by_phrase": {}} for rule in rules}
     pipes = {rule: Pipeline(PipelineConfig(wake="off", langid_rule=rule), models) for rule in rules}
     for lang, voices in by_language.items():
         for voice in voices:
@@ -52,11 +52,14 @@ def evaluate_auto(models_dir: Path = ROOT / "models", voices_per_language: int =
                     r["no_event"] += not events
                     r["language_right"] += right
                     r["phrase_right"] += right and events[0].intent == pid
+                    if not right:  # where the misses gather: one-word phrases that sound alike across languages
+                        r["misses_by_phrase"][pid] = r["misses_by_phrase"].get(pid, 0) + 1
     for r in results.values():
         r["language_accuracy"] = round(r["language_right"] / max(1, r["utterances"]), 4)
         r["phrase_accuracy"] = round(r["phrase_right"] / max(1, r["utterances"]), 4)
         for per in r["by_language"].values():
             per["accuracy"] = round(per["right"] / max(1, per["utterances"]), 4)
+        r["misses_by_phrase"] = dict(sorted(r["misses_by_phrase"].items(), key=lambda kv: -kv[1]))
     return results
 
 
