@@ -72,10 +72,8 @@ def head_augmentation(task: str, opts: BuildOptions) -> dict:
     mode = opts.head_augment
     if mode == "auto":
         # A quick wake model keeps the shift (see pos_reps in make_examples).
-        if opts.quick:
-            mode = "shift" if task == "wake" else "off"
-        else:
-            mode = {"command": "on", "phrase": "on", "wake": "shift"}.get(task, "off")
+        modes = {"wake": "shift"} if opts.quick else {"command": "on", "phrase": "on", "wake": "shift"}
+        mode = modes.get(task, "off")
     return {"shift_steps": 0 if mode == "off" else 2, "mixup_alpha": 0.4 if mode == "on" else 0.0}
 
 
