@@ -27,6 +27,7 @@ examples:
   polyvox run --source kitchen.wav --wake off --json  # every utterance goes to the command model
   arecord -f S16_LE -r 16000 -c 1 | polyvox run --source - --rate 16000
   polyvox run --source mic --bundle my-words/        # your own vocabulary (python -m quantize build)
+  polyvox run --mode translate --language fr+en --target-language en  # French <-> English conversation
 """
 
 
@@ -34,7 +35,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="mic (default), a WAV file, or - for raw 16-bit mono PCM on stdin")
     p.add_argument("--rate", dest="rate_hz", type=int, help="sample rate of PCM on stdin (default 16000)")
     p.add_argument("--device", help="microphone index or name substring (see `polyvox devices`)")
-    p.add_argument("--language", help=f"language to listen for: {', '.join(LANGUAGES)} (default en)")
+    p.add_argument("--language", help=f"language to listen for: {', '.join(LANGUAGES)} (default en); auto: any of "
+                                      "them, picked per utterance; a conversation such as fr+en: either of those "
+                                      "(translate mode speaks each phrase in the other one)")
     p.add_argument("--mode", choices=("command", "translate"), help="command (default) or translate")
     p.add_argument("--target-language", dest="target_language", help="translation target language")
     p.add_argument("--config", help="TOML config file; flags override it")

@@ -25,6 +25,28 @@ class ConfigError(Exception):
     """A bad configuration; the message names the key."""
 
 
+def heard_languages(code: str) -> tuple[str, ...]:
+    """The languages a `language` setting listens for: one language, `auto` (every language), or
+    a conversation between a few, joined by "+" (`fr+en`): the language-id model then decides
+    among those alone, and a translator speaks each phrase in the other language of a pair.
+    ValueError (one sentence) for anything else."""
+    if code == "auto":
+        return LANGUAGES
+    parts = tuple(code.split("+"))
+    unknown = [p for p in parts if p not in LANGUAGES]
+    if unknown or len(set(parts)) != len(parts):
+        what = f"unknown language {unknown[0]!r}" if unknown else f"{code!r} names a language twice"
+        raise ValueError(f"{what}; choose from {', '.join(LANGUAGES)}, auto, or several joined by + (fr+en)")
+    return parts
+
+
+def canonical_language(code: str) -> str:
+    """One spelling per setting: a conversation's languages sorted (`fr+en` -> `en+fr`), as a
+    loaded model set names itself."""
+    languages = heard_languages(code)
+    return code if code == "auto" or len(languages) == 1 else "+".join(sorted(languages))
+
+
 @dataclass(frozen=True)
 class MqttConfig:
     url: str = field(default="", repr=False)
@@ -85,8 +107,10 @@ class RunConfig:
 
 
 def _check(cfg: RunConfig) -> RunConfig:
-    if cfg.language not in LANGUAGES and cfg.language != "auto":
-        raise ConfigError(f"language: unknown language {cfg.language!r} (choose from {', '.join(LANGUAGES)})")
+    try:
+        cfg = dataclasses.replace(cfg, language=canonical_language(cfg.language))
+    except ValueError as exc:
+        raise ConfigError(f"language: {exc}") from None
     if cfg.target_language not in LANGUAGES:
         raise ConfigError(f"target_language: unknown language {cfg.target_language!r}")
     if cfg.mode not in MODES:

@@ -269,8 +269,12 @@ class Pipeline:
         rule = self.cfg.langid_rule
         if lid is not None and rule != "off":
             probs = lid.runner.scores()
-            prior = {lab: float(p) for lab, p in zip(lid.bundle.labels, probs, strict=True) if not lab.startswith("_")}
-            self.last_heard_language = max(prior, key=prior.get)
+            # Only the languages listened for compete: in a conversation (en+fr) an English "no"
+            # cannot be taken for Spanish.
+            listened = {h.bundle.language for h in heads}
+            prior = {lab: float(p) for lab, p in zip(lid.bundle.labels, probs, strict=True) if lab in listened}
+            if prior:
+                self.last_heard_language = max(prior, key=prior.get)
             if rule == "argmax":
                 heads = [h for h in heads if h.bundle.language == self.last_heard_language] or heads
                 prior = {}

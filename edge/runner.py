@@ -20,7 +20,7 @@ import numpy as np
 
 from edge.audio import open_source
 from edge.bundle import BundleError, find_bundles, read_manifest
-from edge.config import LANGUAGES, RunConfig, frontend_config
+from edge.config import RunConfig, frontend_config, heard_languages
 from edge.events import Event
 from edge.pipeline import ModelSet, Pipeline, PipelineConfig, load_models
 
@@ -42,18 +42,21 @@ def bundles_for(models_dir: str | Path, language: str, tasks: tuple[str, ...] = 
 
 def resolve_bundles(cfg: RunConfig, language: str | None = None, mode: str | None = None) -> list[Path]:
     """The bundles a language and mode need. `auto` means every language's bundles plus the
-    spoken-language identifier, which picks the language per utterance."""
+    spoken-language identifier, which picks the language per utterance; a conversation (`en+fr`)
+    means those languages' bundles plus the identifier."""
     if cfg.bundles:
         return [Path(b) for b in cfg.bundles]
     lang = language or cfg.language
     tasks = ("phrase",) if (mode or cfg.mode) == "translate" else ("wake", "command")
-    languages = LANGUAGES if lang == "auto" else (lang,)
-    paths = [p for code in languages for p in bundles_for(cfg.models_dir, code, tasks)]
-    if lang == "auto":
-        paths += bundles_for(cfg.models_dir, "*", ("langid",))
-    if not paths:
-        raise BundleError(f"no {'/'.join(tasks)} models for language {lang!r} in {cfg.models_dir}; "
+    found = {code: bundles_for(cfg.models_dir, code, tasks) for code in heard_languages(lang)}
+    # `auto` listens for whichever languages have models; a named language must have them.
+    missing = [code for code, paths in found.items() if not paths] if lang != "auto" else []
+    paths = [p for ps in found.values() for p in ps]
+    if missing or not paths:
+        raise BundleError(f"no {'/'.join(tasks)} models for language {(missing or [lang])[0]!r} in {cfg.models_dir}; "
                           f"run `polyvox models` to list them")
+    if len(found) > 1:
+        paths += bundles_for(cfg.models_dir, "*", ("langid",))
     return paths
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from edge import __version__
 from edge.bundle import BundleError, find_bundles, read_manifest
-from edge.config import LANGUAGES, MODES, ConfigError, RunConfig, load_config
+from edge.config import LANGUAGES, MODES, ConfigError, RunConfig, canonical_language, heard_languages, load_config
 from edge.events import Event
 from edge.mqtt import DiscoveryInfo, LinkSettings, MqttLink
 from edge.pipeline import ModelSet
@@ -158,9 +158,7 @@ class Service:
         """Load `code`'s bundles in the background; the audio thread swaps them in between two
         chunks, so nothing restarts and no audio is lost. Unknown language or no models:
         ValueError (one sentence), state unchanged."""
-        if code not in LANGUAGES and code != "auto":
-            raise ValueError(f"unknown language {code!r}; choose from {', '.join(LANGUAGES)} or auto")
-        self._switch_to(code, self.control.mode)
+        self._switch_to(canonical_language(code), self.control.mode)
 
     def _switch_to(self, code: str, mode: str) -> None:
         paths = self._bundle_paths(code, mode)
@@ -387,7 +385,9 @@ class Service:
 
     def _bundle_paths(self, code: str, mode: str = "command") -> list[Path]:
         if self.cfg.bundles:
-            paths = [Path(b) for b in self.cfg.bundles if _manifest_language(Path(b)) == code]
+            heard = heard_languages(code)
+            wanted = (*heard, "*") if len(heard) > 1 else heard  # "*": the language identifier
+            paths = [Path(b) for b in self.cfg.bundles if _manifest_language(Path(b)) in wanted]
             where = "the --bundle list"
         else:
             try:

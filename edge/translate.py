@@ -24,33 +24,45 @@ class Translator:
 
     def __init__(self, models: ModelSet, target_language: str, tts: Tts | None = None) -> None:
         self.tts = tts or Tts()
-        self.target_language = target_language
         self.translations: dict[str, dict[str, str]] = {}
         self.spoken: dict[str, dict[str, str]] = {}
+        self.heard: tuple[str, ...] = ()
+        """The languages listened for; two make a conversation (see target_for)."""
         for head in models.command_heads:
             if head.bundle.task == "phrase":
                 self.translations.update(head.bundle.manifest.get("translations", {}))
                 self.spoken.update(head.bundle.manifest.get("spoken", {}))
-        self.tts.prerender(self.spoken, target_language)
+                self.heard += (head.bundle.language,)
+        self.set_target(target_language)
 
     def set_target(self, language: str) -> None:
         self.target_language = language
-        self.tts.prerender(self.spoken, language)
+        # Every language the box may speak is rendered ahead, so speaking starts at once.
+        for code in {self.target_for(heard) for heard in self.heard} | {language}:
+            self.tts.prerender(self.spoken, code)
+
+    def target_for(self, source_language: str) -> str:
+        """The target language, except for a phrase heard in it during a two-language
+        conversation (`--language en+fr --target-language en`): that one is spoken in the other
+        language, so two people can talk across the box."""
+        if source_language == self.target_language and len(self.heard) == 2 and source_language in self.heard:
+            return next(code for code in self.heard if code != source_language)
+        return self.target_language
 
     def translate(self, event: Event) -> Translation | None:
         texts = self.translations.get(event.intent)
-        if texts is None or self.target_language not in texts:
+        target = self.target_for(event.language)
+        if texts is None or target not in texts:
             return None
         t0 = time.perf_counter()
-        target_text = texts[self.target_language]
-        audio = self.tts.render(self.spoken.get(event.intent, {}).get(self.target_language, target_text),
-                                self.target_language)
+        target_text = texts[target]
+        audio = self.tts.render(self.spoken.get(event.intent, {}).get(target, target_text), target)
         out = Event("translation", event.intent, event.language, event.text, event.confidence, event.t_start,
                     event.t_end, event.t_emit, event.model)
         out.extra = {
             "phrase": event.intent,
             "source": {"language": event.language, "text": texts.get(event.language, event.text)},
-            "target": {"language": self.target_language, "text": target_text},
+            "target": {"language": target, "text": target_text},
             "render_s": round(time.perf_counter() - t0, 4),
         }
         return Translation(out, audio)

@@ -2,11 +2,14 @@
 the language-id model never trained on, through the edge pipeline with each language rule:
 "argmax" (the language-id model picks), "joint" (each language's best phrase weighed by its
 language probability), "tiebreak" (the default: the most confident phrase head, the language-id
-model deciding near-ties) and "off" (the most confident phrase head alone)."""
+model deciding near-ties) and "off" (the most confident phrase head alone); and the same
+utterances in every two-language conversation (`--language en+fr`)."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,47 +23,88 @@ from quantize.voices import LANGUAGES, Voice, synthesize
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def evaluate_auto(models_dir: Path = ROOT / "models", voices_per_language: int = 4, every: int = 2) -> dict:
-    models = load_models([models_dir / f"{lang}-phrase" for lang in LANGUAGES] + [models_dir / "langid"],
-                         FrontendConfig())
+@dataclass(frozen=True)
+class Clip:
+    language: str
+    phrase: str
+    audio: np.ndarray
+
+
+PHRASE_SETS = {"even": slice(0, None, 2), "odd": slice(1, None, 2), "all": slice(None)}
+"""Which phrases (in sorted id order) to speak: the recorded figures use the even half; the odd
+half checks that a rule chosen on them holds on phrases it was not chosen on."""
+
+
+def heldout_clips(models_dir: Path = ROOT / "models", voices_per_language: int = 4,
+                  phrases: str = "even") -> list[Clip]:
+    """Phrasebook phrases in each language, spoken by up to `voices_per_language` of the
+    language-id model's held-out voices, with half a second of silence after each."""
     manifest = json.loads((models_dir / "langid" / "manifest.json").read_text())
-    held = manifest["training"]["heldout_voices"]
     book = read_phrasebook(models_dir / "catalog" / "phrasebook.toml")
-    pids = sorted(book)[::every]
-    by_language = {lang: [] for lang in LANGUAGES}
-    for vid in held:  # the manifest lists held-out voices language by language, in LANGUAGES order
+    pids = sorted(book)[PHRASE_SETS[phrases]]
+    by_language: dict[str, list[Voice]] = {lang: [] for lang in LANGUAGES}
+    for vid in manifest["training"]["heldout_voices"]:
         engine, name = vid.split(":", 1)
         lang = _language_of(name)
         if lang and len(by_language[lang]) < voices_per_language:
             by_language[lang].append(Voice(engine, name, lang))
-    rules = ("argmax", "joint", "tiebreak", "off")
-    results = {rule: {"language_right": 0, "phrase_right": 0, "no_event": 0, "utterances": 0, "by_language": {},
-                      "misses_by_phrase": {}} for rule in rules}
-    pipes = {rule: Pipeline(PipelineConfig(wake="off", langid_rule=rule), models) for rule in rules}
-    for lang, voices in by_language.items():
-        for voice in voices:
-            for pid in pids:
-                speech = synthesize(book[pid][lang], voice).astype(np.float32)
-                audio = np.concatenate([speech, np.zeros(8000, np.float32)])
-                for rule, r in results.items():
-                    events = run_clip(pipes[rule], audio)  # from a fresh state, after 0.5 s of silence
-                    right = bool(events) and events[0].language == lang
-                    per = r["by_language"].setdefault(lang, {"right": 0, "utterances": 0})
-                    per["utterances"] += 1
-                    per["right"] += right
-                    r["utterances"] += 1
-                    r["no_event"] += not events
-                    r["language_right"] += right
-                    r["phrase_right"] += right and events[0].intent == pid
-                    if not right:  # where the misses gather: one-word phrases that sound alike across languages
-                        r["misses_by_phrase"][pid] = r["misses_by_phrase"].get(pid, 0) + 1
-    for r in results.values():
-        r["language_accuracy"] = round(r["language_right"] / max(1, r["utterances"]), 4)
-        r["phrase_accuracy"] = round(r["phrase_right"] / max(1, r["utterances"]), 4)
-        for per in r["by_language"].values():
-            per["accuracy"] = round(per["right"] / max(1, per["utterances"]), 4)
-        r["misses_by_phrase"] = dict(sorted(r["misses_by_phrase"].items(), key=lambda kv: -kv[1]))
-    return results
+    return [Clip(lang, pid, np.concatenate([synthesize(book[pid][lang], voice).astype(np.float32),
+                                            np.zeros(8000, np.float32)]))
+            for lang, voices in by_language.items() for voice in voices for pid in pids]
+
+
+def _tally(pipe: Pipeline, clips: list[Clip]) -> dict:
+    r: dict = {"language_right": 0, "phrase_right": 0, "no_event": 0, "utterances": 0, "by_language": {},
+               "misses_by_phrase": {}}
+    for clip in clips:
+        events = run_clip(pipe, clip.audio)  # from a fresh state, after 0.5 s of silence
+        right = bool(events) and events[0].language == clip.language
+        per = r["by_language"].setdefault(clip.language, {"right": 0, "utterances": 0})
+        per["utterances"] += 1
+        per["right"] += right
+        r["utterances"] += 1
+        r["no_event"] += not events
+        r["language_right"] += right
+        r["phrase_right"] += right and events[0].intent == clip.phrase
+        if not right:  # where the misses gather: one-word phrases that sound alike across languages
+            r["misses_by_phrase"][clip.phrase] = r["misses_by_phrase"].get(clip.phrase, 0) + 1
+    r["language_accuracy"] = round(r["language_right"] / max(1, r["utterances"]), 4)
+    r["phrase_accuracy"] = round(r["phrase_right"] / max(1, r["utterances"]), 4)
+    for per in r["by_language"].values():
+        per["accuracy"] = round(per["right"] / max(1, per["utterances"]), 4)
+    r["misses_by_phrase"] = dict(sorted(r["misses_by_phrase"].items(), key=lambda kv: -kv[1]))
+    return r
+
+
+def _models(models_dir: Path, languages: tuple[str, ...]):
+    return load_models([models_dir / f"{lang}-phrase" for lang in languages] + [models_dir / "langid"],
+                       FrontendConfig())
+
+
+def evaluate_auto(models_dir: Path = ROOT / "models", clips: list[Clip] | None = None) -> dict:
+    """All five languages listened for, with each language rule."""
+    clips = clips if clips is not None else heldout_clips(models_dir)
+    models = _models(models_dir, LANGUAGES)
+    return {rule: _tally(Pipeline(PipelineConfig(wake="off", langid_rule=rule), models), clips)
+            for rule in ("argmax", "joint", "tiebreak", "off")}
+
+
+def evaluate_conversations(models_dir: Path = ROOT / "models", clips: list[Clip] | None = None) -> dict:
+    """Every two-language conversation (`--language en+fr`, the default rule): the clips of its two
+    languages, with only their phrase heads listening."""
+    clips = clips if clips is not None else heldout_clips(models_dir)
+    pairs = {}
+    for pair in itertools.combinations(LANGUAGES, 2):
+        pipe = Pipeline(PipelineConfig(wake="off"), _models(models_dir, pair))
+        pairs["+".join(sorted(pair))] = _tally(pipe, [c for c in clips if c.language in pair])
+    right = sum(p["language_right"] for p in pairs.values())
+    phrase_right = sum(p["phrase_right"] for p in pairs.values())
+    n = sum(p["utterances"] for p in pairs.values())
+    return {"utterances": n, "language_accuracy": round(right / max(1, n), 4),
+            "phrase_accuracy": round(phrase_right / max(1, n), 4),
+            "by_pair": {k: {"language_accuracy": p["language_accuracy"], "phrase_accuracy": p["phrase_accuracy"],
+                            "utterances": p["utterances"], "misses_by_phrase": p["misses_by_phrase"]}
+                        for k, p in pairs.items()}}
 
 
 def _language_of(voice_name: str) -> str | None:

@@ -34,8 +34,9 @@ def test_not_a_wav(tmp_path: Path):
     _one_line_error(_run("run", "--source", str(bad)), "notes.wav")
 
 
-def test_unknown_language():
-    _one_line_error(_run("run", "--language", "tlh", "--source", "x.wav"), "tlh")
+@pytest.mark.parametrize("language, words", [("tlh", "tlh"), ("fr+tlh", "tlh"), ("fr+fr", "twice")])
+def test_unknown_language(language: str, words: str):
+    _one_line_error(_run("run", "--language", language, "--source", "x.wav"), "language", words)
 
 
 def test_config_unknown_key_and_bad_value(tmp_path: Path):

@@ -506,6 +506,7 @@ def test_state_reflects_every_set_command(broker, models_dir, spawn, observe):
 MALFORMED = [
     ("set/language", b"tlh", "unknown language"),
     ("set/language", b"fr", "no models"),
+    ("set/language", b"en+tlh", "unknown language 'tlh'"),
     ("set/language", b"x" * 300, "limit"),
     ("set/language", b"", "empty"),
     ("set/target_language", b"klingon", "unknown target language"),

@@ -80,6 +80,9 @@ def test_health_readings():
 @pytest.mark.parametrize("setter, value, words", [
     ("set_language", "tlh", "unknown language"),
     ("set_language", "fr", "no models for language 'fr'"),
+    ("set_language", "en+tlh", "unknown language 'tlh'"),
+    ("set_language", "en+en", "names a language twice"),
+    ("set_language", "en+fr", "no models for language 'en\\+fr'"),
     ("set_mode", "dance", "unknown mode"),
     ("set_target_language", "xx", "unknown target language"),
     ("set_mute", "ON", "true or false"),
@@ -172,6 +175,14 @@ def test_a_newer_language_request_wins(two_languages, wav):
     service.run()  # the whole WAV: the pipeline installs whatever is pending
     assert service.control.language == "en"
     assert service.runner.pipeline.models.language == "en"
+
+
+def test_a_conversation_listens_for_both_languages(two_languages, wav):
+    service = _service(two_languages, str(wav))
+    service.set_language("en+de")  # spelled as the loaded models name themselves: de+en
+    service.run()
+    assert service.control.language == "de+en"
+    assert sorted(h.bundle.name for h in service.runner.pipeline.models.heads) == ["de-fake", "en-tiny"]
 
 
 def test_reload_applies_what_changed_in_the_file(two_languages, wav, caplog):

@@ -78,3 +78,21 @@ def test_auto_language_picks_the_source_language(tmp_path: Path, rule: str):
         events = _run("--mode", "translate", "--language", "auto", "--langid-rule", rule, "--target-language", "en",
                       "--source", str(wav), "--output", str(tmp_path / "out.wav"))
         assert [(e["source"]["language"], e["phrase"]) for e in events] == [(src, "where_is_station")], events
+
+
+def test_a_conversation_speaks_each_phrase_in_the_other_language(tmp_path: Path):
+    if not (ROOT / "models" / "langid" / "manifest.json").is_file():
+        pytest.skip("language-id bundle is not built")
+    book = _phrasebook()
+    turns = [("fr", "thank_you"), ("en", "where_is_station"), ("fr", "call_doctor"), ("en", "no")]
+    wav, out = tmp_path / "talk.wav", tmp_path / "spoken.wav"
+    write_wav(wav, with_silence(*[_say(book[p][lang], lang) for lang, p in turns], gap_s=3.0))
+    events = _run("--mode", "translate", "--language", "fr+en", "--target-language", "en", "--source", str(wav),
+                  "--output", str(out))
+    other = {"fr": "en", "en": "fr"}
+    assert [(e["source"]["language"], e["phrase"], e["target"]["language"]) for e in events] == [
+        (lang, p, other[lang]) for lang, p in turns]
+    # What the box said, heard back by the same conversation: each phrase in the other language.
+    heard = _run(*[f"--bundle={ROOT / 'models' / b}" for b in ("en-phrase", "fr-phrase", "langid")],
+                 "--source", str(out))
+    assert [(e["language"], e["intent"]) for e in heard] == [(other[lang], p) for lang, p in turns]
