@@ -301,6 +301,15 @@ def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == y)) if len(y) else 0.0
 
 
+def _accuracy_by_voice(probs: np.ndarray, y: np.ndarray, voices: np.ndarray) -> dict[str, dict]:
+    """Held-out accuracy per voice, weakest first: which voices (engines, accents) a model has
+    not learnt to hear. Other languages' voices speak the unknown class."""
+    right = probs.argmax(1) == y
+    rows = {str(v): {"accuracy": round(float(right[voices == v].mean()), 4), "clips": int((voices == v).sum())}
+            for v in np.unique(voices)}
+    return dict(sorted(rows.items(), key=lambda kv: kv[1]["accuracy"]))
+
+
 def calibrate_command_threshold(probs: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
     """The threshold (0.3-0.8) that maximizes correct accepts minus false accepts of unknown
     speech on held-out voices. Real voices score lower than synthetic ones, so a threshold
@@ -450,7 +459,8 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "build_s": round(time.time() - t_start, 1),
         },
         "metrics": {"heldout_float_accuracy": best["float_accuracy"], "heldout_int8_accuracy": best["int8_accuracy"],
-                    "model_bytes": best["bytes"], **calib},
+                    "model_bytes": best["bytes"], **calib,
+                    "heldout_int8_accuracy_by_voice": _accuracy_by_voice(probs, y[held], data["voice"][held])},
     }
     if cat.task == "phrase":
         from quantize.catalog import read_phrasebook

@@ -50,6 +50,10 @@ def write_report(out_dir: Path, manifest: dict) -> None:
     for k in ("heldout_accept_accuracy", "heldout_unknown_false_accept"):
         if k in m:
             lines.append(f"- {k.replace('_', ' ')}: {m[k]}")
+    by_voice = m.get("heldout_int8_accuracy_by_voice")
+    if by_voice:
+        lines.append("- int8 accuracy by held-out voice, weakest first: "
+                     + ", ".join(f"`{v}` {r['accuracy']:.1%} ({r['clips']})" for v, r in by_voice.items()))
     lines += ["", "![confusion](confusion_heldout.png)", ""]
     real = m.get("real")
     if real:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -350,3 +351,16 @@ def test_first_kokoro_build_with_two_workers_assembles_the_model_once(tmp_path, 
                                  progress=False)
     assert len(data["label"]) == len(words)
     assert (tmp_path / "kokoro" / "kokoro-v1.0.int8.onnx").stat().st_size > 50_000_000
+
+
+def test_heldout_accuracy_by_voice_adds_up_to_the_bundles_accuracy(tiny_bundle: Path):
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    by_voice = m["metrics"]["heldout_int8_accuracy_by_voice"]
+    assert set(m["training"]["heldout_voices"]) <= set(by_voice)
+    clips = sum(r["clips"] for r in by_voice.values())
+    assert clips == m["training"]["heldout_examples"]
+    right = sum(r["accuracy"] * r["clips"] for r in by_voice.values())
+    assert right / clips == pytest.approx(m["metrics"]["heldout_int8_accuracy"], abs=1e-3)
+    accuracies = [r["accuracy"] for r in by_voice.values()]
+    assert accuracies == sorted(accuracies)  # weakest first
+    assert "by held-out voice" in (tiny_bundle / "report.md").read_text()
