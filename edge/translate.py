@@ -32,7 +32,8 @@ class Translator:
             if head.bundle.task == "phrase":
                 self.translations.update(head.bundle.manifest.get("translations", {}))
                 self.spoken.update(head.bundle.manifest.get("spoken", {}))
-                self.heard += (head.bundle.language,)
+                if head.bundle.language not in self.heard:
+                    self.heard += (head.bundle.language,)
         self.set_target(target_language)
 
     def set_target(self, language: str) -> None:
