@@ -246,7 +246,8 @@ class Service:
         return state
 
     def available_languages(self) -> tuple[str, ...]:
-        """Languages with wake or command bundles to switch to, in LANGUAGES order."""
+        """Languages with wake or command bundles to switch to, in LANGUAGES order, then `auto`
+        when a language identifier is there to pick among them, and the current setting."""
         if self.cfg.bundles:
             found = {_manifest_language(Path(b)) for b in self.cfg.bundles}
         else:
@@ -256,9 +257,12 @@ class Service:
                     m = read_manifest(path)
                 except BundleError:
                     continue
-                if m.get("task") in ("wake", "command"):
+                if m.get("task") in ("wake", "command", "langid"):
                     found.add(m.get("language"))
+        if "*" in found and len(found & set(LANGUAGES)) > 1:  # "*": the language identifier
+            found.add("auto")
         found.add(self.control.language)
+        found.discard("*")
         return tuple(x for x in LANGUAGES if x in found) + tuple(sorted(x for x in found - set(LANGUAGES) if x))
 
     def discovery_info(self) -> DiscoveryInfo:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -177,12 +178,18 @@ def test_a_newer_language_request_wins(two_languages, wav):
     assert service.runner.pipeline.models.language == "en"
 
 
-def test_a_conversation_listens_for_both_languages(two_languages, wav):
-    service = _service(two_languages, str(wav))
+def test_a_conversation_listens_for_both_languages(two_languages, wav, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(two_languages, models)
+    copy_bundle(ROOT / "models" / "langid", models / "langid")
+    service = _service(models, str(wav))
+    assert service.available_languages() == ("en", "de", "auto")  # auto: the identifier is there
     service.set_language("en+de")  # spelled as the loaded models name themselves: de+en
+    _wait(lambda: service._switch is not None)  # loaded in the background; installed by the audio loop
     service.run()
     assert service.control.language == "de+en"
-    assert sorted(h.bundle.name for h in service.runner.pipeline.models.heads) == ["de-fake", "en-tiny"]
+    assert sorted(h.bundle.name for h in service.runner.pipeline.models.heads) == ["de-fake", "en-tiny", "langid"]
+    assert service.available_languages() == ("en", "de", "auto", "de+en")
 
 
 def test_reload_applies_what_changed_in_the_file(two_languages, wav, caplog):
