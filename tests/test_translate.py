@@ -96,3 +96,18 @@ def test_a_conversation_speaks_each_phrase_in_the_other_language(tmp_path: Path)
     heard = _run(*[f"--bundle={ROOT / 'models' / b}" for b in ("en-phrase", "fr-phrase", "langid")],
                  "--source", str(out))
     assert [(e["language"], e["intent"]) for e in heard] == [(other[lang], p) for lang, p in turns]
+
+
+def test_conversation_evaluation_scores_each_clip_in_every_pair_it_belongs_to():
+    if not (ROOT / "models" / "langid" / "manifest.json").is_file():
+        pytest.skip("language-id bundle is not built")
+    from quantize.autoeval import Clip, evaluate_conversations
+
+    book = _phrasebook()
+    clips = [Clip(lang, "where_is_station", with_silence(_say(book["where_is_station"][lang], lang)).astype(np.float32))
+             for lang in ("fr", "en")]
+    result = evaluate_conversations(ROOT / "models", clips)
+    assert len(result["by_pair"]) == 10 and result["utterances"] == 8  # each language is in four pairs
+    assert result["by_pair"]["en+fr"]["utterances"] == 2
+    assert result["by_pair"]["en+fr"]["phrase_accuracy"] == 1.0
+    assert result["by_pair"]["de+zh"]["utterances"] == 0
