@@ -46,7 +46,7 @@ class Translator:
         """The target language, except for a phrase heard in it during a two-language
         conversation (`--language en+fr --target-language en`): that one is spoken in the other
         language, so two people can talk across the box."""
-        if source_language == self.target_language and len(self.heard) == 2 and source_language in self.heard:
+        if source_language == self.target_language and len(self.heard) == 2:
             return next(code for code in self.heard if code != source_language)
         return self.target_language
 

@@ -102,13 +102,11 @@ def _evaluate_auto(args: argparse.Namespace) -> int:
     clips = heldout_clips(models_dir, phrases=args.phrases)
     results = {"auto_mode_heldout": evaluate_auto(models_dir, clips),
                "conversation_mode_heldout": evaluate_conversations(models_dir, clips)}
-    if args.phrases != "even":  # the recorded figures are the even half's
-        print(json.dumps(results, indent=2))
-        return 0
-    manifest_path = models_dir / "langid" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["metrics"].update(results)
-    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    if args.phrases == "even":  # the recorded figures are the even half's
+        manifest_path = models_dir / "langid" / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["metrics"].update(results)
+        manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(results, indent=2))
     return 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.config import canonical_language
 from edge.frontend import FrontendConfig
 from edge.pipeline import Pipeline, PipelineConfig, load_models
 from quantize.catalog import read_phrasebook
@@ -96,7 +97,7 @@ def evaluate_conversations(models_dir: Path = ROOT / "models", clips: list[Clip]
     pairs = {}
     for pair in itertools.combinations(LANGUAGES, 2):
         pipe = Pipeline(PipelineConfig(wake="off"), _models(models_dir, pair))
-        pairs["+".join(sorted(pair))] = _tally(pipe, [c for c in clips if c.language in pair])
+        pairs[canonical_language("+".join(pair))] = _tally(pipe, [c for c in clips if c.language in pair])
     right = sum(p["language_right"] for p in pairs.values())
     phrase_right = sum(p["phrase_right"] for p in pairs.values())
     n = sum(p["utterances"] for p in pairs.values())
