@@ -447,6 +447,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "train_voices_by_engine": dict(Counter(v.engine for v in train_v)),
             "seed": opts.seed,
             "train_reps": opts.train_reps,
+            "max_espeak_voices": opts.max_espeak_voices,
             "heldout_voices": held_voices,
             "examples": int(len(y)),
             "heldout_examples": int(held.sum()),

@@ -45,6 +45,7 @@ def build_options_of(manifest: dict) -> BuildOptions:
     return BuildOptions(quick=bool(training.get("quick")), seed=int(training.get("seed", 0)),
                         # No train_reps: built before --reps existed, always with 3.
                         train_reps=int(training.get("train_reps", 3)),
+                        max_espeak_voices=int(training.get("max_espeak_voices", 24)),
                         kokoro="kokoro" in training.get("train_voices_by_engine", {}), progress=False)
 
 

@@ -303,8 +303,20 @@ def test_reps_scales_training_renditions_and_is_read_back_from_the_manifest():
         counts[reps] = (trained, sum(e.split == "heldout" and e.voice is not None for e in ex))
     assert counts[6][0] == 2 * counts[3][0]
     assert counts[6][1] == counts[3][1]  # the held-out speech does not grow with it
-    opts = build_options_of({"training": {"seed": 1, "train_reps": 6, "train_voices_by_engine": {"espeak": 3}}})
-    assert (opts.train_reps, opts.seed, opts.kokoro) == (6, 1, False)
+    opts = build_options_of({"training": {"seed": 1, "train_reps": 6, "max_espeak_voices": 48,
+                                          "train_voices_by_engine": {"espeak": 3}}})
+    assert (opts.train_reps, opts.seed, opts.kokoro, opts.max_espeak_voices) == (6, 1, False, 48)
+    assert build_options_of({"training": {}}).max_espeak_voices == 24  # built before the option existed
+
+
+def test_more_espeak_voices_keep_every_voice_on_its_side():
+    """A build with more voices can be compared with the last on the same held-out clips."""
+    from quantize.build import BuildOptions, choose_voices
+
+    train24, held24 = choose_voices("es", BuildOptions(kokoro=False))
+    train48, held48 = choose_voices("es", BuildOptions(kokoro=False, max_espeak_voices=48))
+    assert set(held24) < set(held48) and set(train24) < set(train48)
+    assert sum(v.engine == "espeak" for v in train48 + held48) == 48
 
 
 def test_reps_scales_the_voices_per_language_id_text():
