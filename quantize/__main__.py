@@ -40,7 +40,7 @@ def _build(args: argparse.Namespace) -> int:
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
                         embedding_dir=Path(args.embedding), seed=args.seed, members=args.members,
                         head_augment=args.head_augment, kokoro=not args.no_kokoro, train_reps=args.reps,
-                        max_espeak_voices=args.espeak_voices)
+                        max_espeak_voices=args.espeak_voices, natural_weight=args.natural_weight)
     out = Path(args.out)
     manifest = build(Path(args.catalog), out, opts, language=args.language)
     if not args.no_real:
@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--espeak-voices", type=_at_least_one, default=24,
                    help="espeak-ng voice variants to use per language, about a fifth of them held out "
                         "(default 24; en has over 300 distinct ones, es 88, the others 45)")
+    p.add_argument("--natural-weight", type=_at_least_one, default=3,
+                   help="renditions per repetition by each MBROLA, Pico and Flite training voice, the voices "
+                        "closest to real speech (default 3; espeak-ng and Kokoro voices: 1)")
     p.add_argument("--no-kokoro", action="store_true",
                    help="leave out the Kokoro neural voices: a first build several times faster, "
                         "less robust to real voices")

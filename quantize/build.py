@@ -56,6 +56,9 @@ class BuildOptions:
     """Heads per ensemble candidate; 0 = the task's default (`ensemble_size`)."""
     progress: bool = True
     seed: int = 0
+    natural_weight: int = 3
+    """Renditions per repetition by each natural-sounding training voice (MBROLA, Pico, Flite):
+    few, but closest to real speech."""
     kokoro: bool = True
     """Train with the Kokoro voices too (they are most of a first build's time)."""
     head_augment: str = "auto"
@@ -169,7 +172,8 @@ def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: lis
         for v in voices:
             # Natural-sounding voices (MBROLA, Pico, Flite) are few but closest to real speech.
             # Kokoro's eleven are many, and each of its clips costs 0.5 s of CPU to synthesize.
-            weight = 3 if split == "train" and v.engine not in ("espeak", "kokoro") and not opts.quick else 1
+            natural = split == "train" and v.engine not in ("espeak", "kokoro") and not opts.quick
+            weight = opts.natural_weight if natural else 1
             for _ in range(n * weight):
                 seed = int(rng.integers(2**31))
                 out.append(Example(text, label, v, _prosody(rng, v, split == "train"), seed, split))
@@ -448,6 +452,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "seed": opts.seed,
             "train_reps": opts.train_reps,
             "max_espeak_voices": opts.max_espeak_voices,
+            "natural_weight": opts.natural_weight,
             "heldout_voices": held_voices,
             "examples": int(len(y)),
             "heldout_examples": int(held.sum()),

@@ -46,6 +46,7 @@ def build_options_of(manifest: dict) -> BuildOptions:
                         # No train_reps: built before --reps existed, always with 3.
                         train_reps=int(training.get("train_reps", 3)),
                         max_espeak_voices=int(training.get("max_espeak_voices", 24)),
+                        natural_weight=int(training.get("natural_weight", 3)),
                         kokoro="kokoro" in training.get("train_voices_by_engine", {}), progress=False)
 
 

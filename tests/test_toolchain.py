@@ -303,10 +303,17 @@ def test_reps_scales_training_renditions_and_is_read_back_from_the_manifest():
         counts[reps] = (trained, sum(e.split == "heldout" and e.voice is not None for e in ex))
     assert counts[6][0] == 2 * counts[3][0]
     assert counts[6][1] == counts[3][1]  # the held-out speech does not grow with it
-    opts = build_options_of({"training": {"seed": 1, "train_reps": 6, "max_espeak_voices": 48,
+    natural = {}
+    for weight in (3, 6):
+        ex = make_examples(cat, labels, train_v, held_v, BuildOptions(kokoro=False, natural_weight=weight), [])
+        natural[weight] = sum(e.split == "train" and e.label > 0 and e.voice.engine != "espeak" for e in ex)
+    assert natural[6] == 2 * natural[3] > 0
+    opts = build_options_of({"training": {"seed": 1, "train_reps": 6, "max_espeak_voices": 48, "natural_weight": 5,
                                           "train_voices_by_engine": {"espeak": 3}}})
-    assert (opts.train_reps, opts.seed, opts.kokoro, opts.max_espeak_voices) == (6, 1, False, 48)
-    assert build_options_of({"training": {}}).max_espeak_voices == 24  # built before the option existed
+    got = (opts.train_reps, opts.seed, opts.kokoro, opts.max_espeak_voices, opts.natural_weight)
+    assert got == (6, 1, False, 48, 5)
+    old = build_options_of({"training": {}})  # built before these options existed
+    assert (old.max_espeak_voices, old.natural_weight) == (24, 3)
 
 
 def test_more_espeak_voices_keep_every_voice_on_its_side():
