@@ -1,12 +1,12 @@
 # polyvox: two commands set everything up on a fresh Debian / Raspberry Pi OS (64-bit) machine.
 #   make demo   system packages + .venv + the runtime, then the bundled demo (no mic, no broker)
-#   make test   the same plus the training/dev extras, mosquitto and espeak-ng, then the whole suite
+#   make test   the same plus the training/dev extras, mosquitto, espeak-ng and Flite, then the whole suite
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_RUNTIME := espeak-ng portaudio19-dev libsndfile1 python3-venv python3-dev
-APT_TEST := mosquitto mosquitto-clients systemd sox
+APT_TEST := mosquitto mosquitto-clients systemd sox flite
 # Extra voices for training only: make models-deps. Flite and Festival are in Debian main; MBROLA
 # and Pico are in contrib / non-free and are installed when those components are enabled.
 APT_VOICES_MAIN := flite festival

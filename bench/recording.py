@@ -151,6 +151,9 @@ def at_level(x: np.ndarray, dbfs: float) -> np.ndarray:
 
 
 # -- voices and speech ----------------------------------------------------------------------
+MAINSTREAM_ACCENTS = ("en-us+", "en-gb-x-rp")
+
+
 def heldout_voices(count: int, rng: np.random.Generator) -> list:
     """Voices no polyvox model trains on: every non-espeak held-out voice, then espeak ones."""
     from quantize.voices import available_voices, split_voices
@@ -161,7 +164,12 @@ def heldout_voices(count: int, rng: np.random.Generator) -> list:
     # Native-accent voices before MBROLA's accented English (mb-de1-en, ...), then espeak variants.
     others = sorted((v for v in held if v.engine != "espeak"), key=lambda v: ("-en" in v.name, v.id))
     espeak = [v for v in held if v.engine == "espeak"]
-    picked = others[: max(1, count // 2)] + [espeak[i] for i in rng.permutation(len(espeak))]
+    shuffled = [espeak[i] for i in rng.permutation(len(espeak))]
+    if not others:
+        # No MBROLA or Pico voice installed: mainstream accents first, so that the peers' wake
+        # words are spoken by voices they can hear (they miss regional espeak-ng variants).
+        shuffled.sort(key=lambda v: not v.name.startswith(MAINSTREAM_ACCENTS))
+    picked = others[: max(1, count // 2)] + shuffled
     return picked[:count]
 
 
