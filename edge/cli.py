@@ -54,6 +54,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="with --language auto: tiebreak (default: the most confident phrase head, the "
                         "language-id model deciding near-ties), joint (language probability x phrase "
                         "confidence), argmax (the language-id model picks) or off (phrase heads alone)")
+    p.add_argument("--language-memory", dest="language_memory_s", type=float, metavar="SECONDS",
+                   help="with several languages (auto, fr+en): languages heard in the last SECONDS win when "
+                        "their phrase models also fire, so an English 'no' stays English in an English "
+                        "conversation (default 60; 0: every utterance on its own)")
     p.add_argument("--json", action="store_true", default=None, help="events as JSON lines on stdout")
     p.add_argument("--realtime", action="store_true", default=None, help="pace a WAV file at real time")
     p.add_argument("--threads", dest="num_threads", type=int, help="TFLite threads (default 1)")
@@ -63,7 +67,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 RUN_KEYS = ("source", "rate_hz", "device", "language", "mode", "target_language", "models_dir", "bundles", "wake",
-            "listen_s", "sensitivity", "langid_rule", "json", "realtime", "num_threads", "output")
+            "listen_s", "sensitivity", "langid_rule", "language_memory_s", "json", "realtime", "num_threads", "output")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

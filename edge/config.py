@@ -93,6 +93,9 @@ class RunConfig:
     langid_rule: str = "tiebreak"
     """How `language = "auto"` uses the language-id model: tiebreak, joint, argmax or off
     (see edge.pipeline.PipelineConfig)."""
+    language_memory_s: float = 60.0
+    """With several languages (auto or a conversation): languages heard within this many seconds
+    win when their phrase models also fire; 0 = every utterance on its own."""
     json: bool = False
     realtime: bool = False
     num_threads: int = 1
@@ -119,6 +122,8 @@ def _check(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"wake: must be auto, on or off, not {cfg.wake!r}")
     if cfg.langid_rule not in LANGID_RULES:
         raise ConfigError(f"langid_rule: must be one of {', '.join(LANGID_RULES)}, not {cfg.langid_rule!r}")
+    if not 0.0 <= cfg.language_memory_s < float("inf"):
+        raise ConfigError(f"language_memory_s: must be 0 (off) or a number of seconds, not {cfg.language_memory_s}")
     if not 0.0 <= cfg.sensitivity <= 1.0:
         raise ConfigError(f"sensitivity: must be between 0 and 1, not {cfg.sensitivity}")
     if cfg.num_threads < 1 or cfg.chunk_samples < 160 or cfg.rate_hz < 4000 or cfg.listen_s <= 0:

@@ -43,6 +43,10 @@ class PipelineConfig:
     head wins; the language identifier decides between heads within TIE_MARGIN of it), joint
     (language probability × phrase confidence), argmax (the identifier alone picks the language)
     or off (phrase heads alone)."""
+    language_memory_s: float = 60.0
+    """With several languages listened for (auto or a conversation): when a head of a language
+    heard within this many seconds fires, only such heads compete. People keep to their language,
+    and most cross-language confusions are words that sound alike ("no", "sí"/"six"). 0 = off."""
 
 
 @dataclass
@@ -143,6 +147,8 @@ class Pipeline:
         self._center_s = cfg.frontend.fft_size / 2 / cfg.frontend.sample_rate_hz
         self.frame = 0
         self.last_heard_language: str | None = None
+        self._heard_at: dict[str, float] = {}
+        """Stream time at which each language was last decided (language memory)."""
         self.deaf_until_s = -1.0
         """Stream time until which input is ignored (the box is speaking: no self-triggering)."""
         self._install(models)
@@ -153,6 +159,7 @@ class Pipeline:
 
     def _install(self, models: ModelSet) -> None:
         self.models = models
+        self._heard_at = {}
         for h in models.heads:
             trained = None if h.wake else h.bundle.manifest.get("training", {}).get("vad", {}).get("hangover_s")
             if trained is not None and abs(trained - self.cfg.vad.hangover_s) > 1e-6:
@@ -285,6 +292,10 @@ class Pipeline:
                 hits.append((head, *hit))
         if not hits:
             return None
+        if self.cfg.language_memory_s > 0:
+            recent = [h for h in hits if t - self._heard_at.get(h[0].bundle.language, -np.inf)
+                      <= self.cfg.language_memory_s]
+            hits = recent or hits
         if rule == "tiebreak":
             top = max(conf for _, _, conf in hits)
             hits = [h for h in hits if h[2] >= top - TIE_MARGIN]
@@ -295,6 +306,7 @@ class Pipeline:
                      confidence, t_start, t_end, t, head.bundle.name)
         if lid is not None:
             self.last_heard_language = best.language
+        self._heard_at[best.language] = t
         if self.wake_on:
             self._listen_until = -1.0
         return best

@@ -84,7 +84,8 @@ class Runner:
             self.source.close()
             raise
         pcfg = PipelineConfig(frontend=frontend_config(), vad=cfg.vad, wake=cfg.wake, listen_s=cfg.listen_s,
-                              sensitivity=cfg.sensitivity, num_threads=cfg.num_threads, langid_rule=cfg.langid_rule)
+                              sensitivity=cfg.sensitivity, num_threads=cfg.num_threads, langid_rule=cfg.langid_rule,
+                              language_memory_s=cfg.language_memory_s)
         self.pipeline = Pipeline(pcfg, self.models)
         self.startup_s = time.perf_counter() - t0
         self.sinks = sinks if sinks is not None else [stdout_sink]

@@ -97,12 +97,13 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _evaluate_auto(args: argparse.Namespace) -> int:
-    from quantize.autoeval import evaluate_auto, evaluate_conversations, heldout_clips
+    from quantize.autoeval import evaluate_auto, evaluate_conversations, evaluate_streams, heldout_clips
 
     models_dir = Path(args.models_dir)
     clips = heldout_clips(models_dir, phrases=args.phrases)
     results = {"auto_mode_heldout": evaluate_auto(models_dir, clips),
-               "conversation_mode_heldout": evaluate_conversations(models_dir, clips)}
+               "conversation_mode_heldout": evaluate_conversations(models_dir, clips),
+               "streams_heldout": evaluate_streams(models_dir, clips)}
     if args.phrases == "even":  # the recorded figures are the even half's
         manifest_path = models_dir / "langid" / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_promote)
 
     p = sub.add_parser("evaluate-auto", help="--language auto and every two-language conversation (en+fr ...) "
-                                             "on held-out voices (recorded in models/langid)")
+                                             "on held-out voices, each utterance on its own and in streams "
+                                             "with and without the language memory (recorded in models/langid)")
     p.add_argument("--models-dir", default=str(MODELS),
                    help="where the five phrasebook bundles, langid and catalog/ are (try candidates in a copy)")
     p.add_argument("--phrases", choices=("even", "odd", "all"), default="even",

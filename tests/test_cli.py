@@ -47,6 +47,8 @@ def test_config_unknown_key_and_bad_value(tmp_path: Path):
     _one_line_error(_run("run", "--config", str(cfg)), "sensitivity")
     cfg.write_text('langid_rule = "vote"\n')
     _one_line_error(_run("run", "--config", str(cfg)), "langid_rule")
+    cfg.write_text('language_memory_s = -5\n')
+    _one_line_error(_run("run", "--config", str(cfg)), "language_memory_s")
     cfg.write_text('[vad]\nhangover = 1\n')
     _one_line_error(_run("run", "--config", str(cfg)), "vad.hangover")
 

@@ -111,3 +111,48 @@ def test_conversation_evaluation_scores_each_clip_in_every_pair_it_belongs_to():
     assert result["by_pair"]["en+fr"]["utterances"] == 2
     assert result["by_pair"]["en+fr"]["phrase_accuracy"] == 1.0
     assert result["by_pair"]["de+zh"]["utterances"] == 0
+
+
+def test_language_memory_keeps_a_word_that_sounds_alike_in_the_language_being_spoken():
+    """German "nein" on its own is heard as English "nine" (both phrase heads fire, English more
+    surely); after a German "danke" in the same stream, the language memory keeps it German."""
+    if not (_bundles_present() and (ROOT / "models" / "langid" / "manifest.json").is_file()):
+        pytest.skip("phrasebook bundles are not built")
+    from edge.pipeline import Pipeline, PipelineConfig
+    from quantize.autoeval import Clip, _models, run_stream
+
+    book = _phrasebook()
+    stream = [Clip("de", pid, with_silence(_say(book[pid]["de"], "de"), gap_s=0.5).astype(np.float32), "espeak:de")
+              for pid in ("thank_you", "no")]
+    models = _models(ROOT / "models", tuple(LANGS))
+    heard = {}
+    for memory_s in (0.0, 60.0):
+        pipe = Pipeline(PipelineConfig(wake="off", language_memory_s=memory_s), models)
+        heard[memory_s] = [[(e.language, e.intent) for e in events] for _, events in run_stream(pipe, stream)]
+    assert heard[0.0] == [[("de", "thank_you")], [("en", "number_9")]]
+    assert heard[60.0] == [[("de", "thank_you")], [("de", "no")]]
+    # The memory lasts as long as it is set: the same words 61 s apart are each on their own.
+    pause = Clip("de", "", np.zeros(61 * 16000, np.float32), "")
+    pipe = Pipeline(PipelineConfig(wake="off", language_memory_s=60.0), models)
+    events = [e for _, evs in run_stream(pipe, [stream[0], pause, stream[1]]) for e in evs]
+    assert [(e.language, e.intent) for e in events] == [("de", "thank_you"), ("en", "number_9")]
+
+
+def test_stream_evaluation_carries_the_memory_from_turn_to_turn():
+    if not (_bundles_present() and (ROOT / "models" / "langid" / "manifest.json").is_file()):
+        pytest.skip("phrasebook bundles are not built")
+    from quantize.autoeval import Clip, conversation_streams, evaluate_streams, speaker_streams
+
+    book = _phrasebook()
+    clips = [Clip(lang, pid, with_silence(_say(book[pid][lang], lang), gap_s=0.5).astype(np.float32), f"v-{lang}")
+             for lang in ("de", "en") for pid in ("thank_you", "no")]
+    assert sorted(len(s) for s in speaker_streams(clips)) == [2, 2]
+    talks = conversation_streams(clips)
+    assert len(talks) == 1 and [c.language for c in talks[0]] == ["en", "de", "en", "de"]  # LANGUAGES order
+    result = evaluate_streams(ROOT / "models", clips)
+    assert result["speakers"]["streams"] == 2 and result["pairs"]["streams"] == 1
+    for kind in ("speakers", "conversations", "pairs"):
+        assert result[kind]["memory_0s"]["utterances"] == result[kind]["memory_60s"]["utterances"] == 4
+    # German "nein" is English "nine" on its own, German after "danke".
+    assert result["speakers"]["memory_0s"]["language_right"] == 3
+    assert result["speakers"]["memory_60s"]["language_right"] == 4
