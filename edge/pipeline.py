@@ -20,7 +20,7 @@ from edge.bundle import Bundle, BundleError, load_bundle
 from edge.decisions import TIE_MARGIN, DecisionConfig, WakeDecider, decide_command
 from edge.events import Event
 from edge.frontend import Frontend, FrontendConfig
-from edge.models import Embedder, StatefulHead, WindowHead
+from edge.models import EMBEDDING_HOP, Embedder, StatefulHead, WindowHead
 from edge.vad import Vad, VadConfig
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,11 @@ class PipelineConfig:
     """With several languages listened for (auto or a conversation): when a head of a language
     heard within this many seconds fires, only such heads compete. People keep to their language,
     and most cross-language confusions are words that sound alike ("no", "sí"/"six"). 0 = off."""
+    isolate_utterances: bool = True
+    """At an utterance's end, window heads see silence in place of the embeddings computed wholly
+    before it began, as in training, where every phrase follows silence or noise: the tail of the
+    previous utterance is not part of this one. Held-out phrases, two speakers taking turns under
+    --language auto: 94.0 -> 95.2 % (even phrase ids), 93.7 -> 94.0 % (odd)."""
 
 
 @dataclass
@@ -148,6 +153,7 @@ class Pipeline:
         self.frame = 0
         self.last_heard_language: str | None = None
         self._heard_at: dict[str, float] = {}
+        self._embedding_frame = 0
         """Stream time at which each language was last decided (language memory)."""
         self.deaf_until_s = -1.0
         """Stream time until which input is ignored (the box is speaking: no self-triggering)."""
@@ -181,6 +187,7 @@ class Pipeline:
         self.frontend.reset()
         self.vad.reset()
         self.frame = 0
+        self._embedding_frame = 0
         self.deaf_until_s = -1.0
         self._install(self.models)
 
@@ -216,6 +223,8 @@ class Pipeline:
             cpu["vad"] += t1 - t0
 
             embedding = models.embedder.push(feats[i]) if models.embedder else None
+            if embedding is not None:
+                self._embedding_frame = self.frame - 1
             t2 = clock()
             cpu["embedding"] += t2 - t1
 
@@ -265,6 +274,18 @@ class Pipeline:
         return Event("wake", label, head.bundle.language, head.bundle.texts.get(label, label),
                      confidence, start, t, t, head.bundle.name)
 
+    def _scores(self, head: Head, start_frame: int) -> np.ndarray:
+        """An utterance head's posteriors at the utterance's end (see isolate_utterances)."""
+        embedder = self.models.embedder
+        if not (self.cfg.isolate_utterances and embedder and head.bundle.input_features == "embedding"
+                and isinstance(head.runner, WindowHead)):
+            return head.runner.scores()
+        window = head.runner.current_window()
+        # The newest embedding ends at the last frame pushed; each older one a hop earlier.
+        ends = self._embedding_frame - EMBEDDING_HOP * np.arange(len(window))[::-1]
+        window[ends < start_frame] = embedder.silence_embedding
+        return head.runner.classify(window)
+
     def _command(self, start_frame: int, end_frame: int, t: float) -> Event | None:
         t_start, t_end = self.time_of(start_frame), self.time_of(end_frame)
         # With wake on, only utterances that begin after the wake phrase, within the listening window.
@@ -275,7 +296,7 @@ class Pipeline:
         lid = self.models.langid_head
         rule = self.cfg.langid_rule
         if lid is not None and rule != "off":
-            probs = lid.runner.scores()
+            probs = self._scores(lid, start_frame)
             # Only the languages listened for compete: in a conversation (en+fr) an English "no"
             # cannot be taken for Spanish.
             listened = {h.bundle.language for h in heads}
@@ -287,7 +308,7 @@ class Pipeline:
                 prior = {}
         hits = []
         for head in heads:
-            hit = decide_command(head.bundle.labels, head.runner.scores(), head.decision, self.sensitivity)
+            hit = decide_command(head.bundle.labels, self._scores(head, start_frame), head.decision, self.sensitivity)
             if hit:
                 hits.append((head, *hit))
         if not hits:

@@ -109,3 +109,42 @@ def test_the_real_speech_threshold_sweep_agrees_with_the_device_at_its_threshold
     assert (sweep[1]["correct"], sweep[1]["wrong"], sweep[1]["rejected"]) == (res["accuracy"], res["wrong"],
                                                                                res["rejected"])
     assert res["accuracy"] >= 0.4  # stop, seven and lights on are the tiny model's own words
+
+
+def test_an_utterance_head_sees_silence_where_the_previous_utterance_was(tiny_bundle: Path):
+    """At an utterance's end the window head classifies its window with every embedding that
+    ended before the utterance began replaced by silence, as its training windows were."""
+    import numpy as np
+
+    from edge.frontend import FrontendConfig
+    from edge.pipeline import Pipeline, PipelineConfig, load_models
+
+    audio = with_silence(espeak("turn on the lights", "en-us", 150), espeak("seven", "en-us", 150),
+                         gap_s=0.6).astype(np.float32)
+    models = load_models([tiny_bundle], FrontendConfig())
+    silence = models.embedder.silence_embedding
+    seen: dict[bool, list[np.ndarray]] = {}
+    for isolate in (True, False):
+        pipe = Pipeline(PipelineConfig(wake="off", isolate_utterances=isolate), models)
+        runner = pipe.models.command_heads[0].runner
+        classify = runner.classify
+        seen[isolate] = []
+
+        def spy(window: np.ndarray, classify=classify, windows=seen[isolate]) -> np.ndarray:
+            windows.append(window.copy())
+            return classify(window)
+
+        runner.classify = spy
+        events = []
+        for i in range(0, len(audio), 1280):
+            events += pipe.feed(audio[i : i + 1280])
+        assert [e.intent for e in events + pipe.finish()] == ["lights_on", "seven"]
+    window = seen[True][1]  # "seven", 0.6 s after "turn on the lights"
+    blank = np.all(np.isclose(window, silence), axis=1)
+    # Oldest first: a block of silence, then the embeddings that overlap "seven" (76 frames each).
+    assert blank[0] and not blank[-1] and np.all(np.diff(blank.astype(int)) <= 0)
+    assert np.count_nonzero(~blank) >= 2
+    # Unmasked, the same window still holds the end of "turn on the lights".
+    before = seen[False][1]
+    assert not np.all(np.isclose(before[blank], silence))
+    assert np.array_equal(before[~blank], window[~blank])
