@@ -22,7 +22,7 @@ from edge.events import Event
 from edge.frontend import FrontendConfig
 from edge.pipeline import Pipeline, PipelineConfig, load_models
 from quantize.catalog import read_phrasebook
-from quantize.evaluate import LEAD_S, run_clip
+from quantize.evaluate import run_clip, run_stream
 from quantize.voices import LANGUAGES, Voice, synthesize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,17 +142,8 @@ def conversation_streams(clips: list[Clip], seed: int = 0) -> list[list[Clip]]:
     return streams
 
 
-def run_stream(pipe: Pipeline, stream: list[Clip]) -> list[tuple[Clip, list[Event]]]:
-    """The clips one after another in one stream, from a fresh state: each clip's events are
-    those decided while it plays (its trailing silence outlasts the VAD's hangover)."""
-    pipe.reset()
-    pipe.feed(np.zeros(int(LEAD_S * 16000), dtype=np.float32))
-    heard = []
-    for clip in stream:
-        events = [e for i in range(0, len(clip.audio), 1280) for e in pipe.feed(clip.audio[i : i + 1280])]
-        heard.append((clip, events))
-    heard[-1][1].extend(pipe.finish())
-    return heard
+def _heard(pipe: Pipeline, stream: list[Clip]) -> list[tuple[Clip, list[Event]]]:
+    return list(zip(stream, run_stream(pipe, [c.audio for c in stream]), strict=True))
 
 
 def evaluate_streams(models_dir: Path = ROOT / "models", clips: list[Clip] | None = None,
@@ -175,7 +166,7 @@ def evaluate_streams(models_dir: Path = ROOT / "models", clips: list[Clip] | Non
         for memory_s in memories_s:
             cfg = PipelineConfig(wake="off", language_memory_s=memory_s)
             out[kind][f"memory_{memory_s:g}s"] = _tally_events(
-                pair for models, streams in sets for s in streams for pair in run_stream(Pipeline(cfg, models), s))
+                pair for models, streams in sets for s in streams for pair in _heard(Pipeline(cfg, models), s))
     return out
 
 

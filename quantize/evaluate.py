@@ -34,6 +34,19 @@ def run_clip(pipe: Pipeline, audio: np.ndarray) -> list[Event]:
     return events + pipe.finish()
 
 
+def run_stream(pipe: Pipeline, clips: list[np.ndarray]) -> list[list[Event]]:
+    """Clips one after another in one stream, from a fresh state; each clip's events are those
+    decided while it plays (so each clip must end with more silence than the VAD's hangover)."""
+    pipe.reset()
+    pipe.feed(np.zeros(int(LEAD_S * 16000), dtype=np.float32))
+    heard = []
+    for audio in clips:
+        audio = audio.astype(np.float32)
+        heard.append([e for i in range(0, len(audio), 1280) for e in pipe.feed(audio[i : i + 1280])])
+    heard[-1].extend(pipe.finish())
+    return heard
+
+
 def make_pipeline(bundles: list[Path], wake: str = "off", sensitivity: float = 0.5) -> Pipeline:
     frontend = load_bundle(bundles[0]).frontend
     cfg = PipelineConfig(frontend=frontend, wake=wake, sensitivity=sensitivity)

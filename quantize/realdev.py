@@ -9,12 +9,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from edge.audio import read_wav
 from edge.bundle import load_bundle
+from edge.pipeline import Pipeline
 from quantize.evaluate import (
     REAL_DEV,
     WAKE_TOP_THRESHOLDS,
@@ -26,6 +29,7 @@ from quantize.evaluate import (
     plot_threshold_sweep,
     read_audio_any,
     read_labelled,
+    run_stream,
     threshold_sweep,
 )
 from quantize.negstream import SOUND_ALIKES, SPEECH_AND_NOISE, false_accepts_per_hour, negative_streams_for
@@ -41,7 +45,8 @@ def evaluate_real(bundle_dir: Path, progress: bool = True, root: Path = REAL_DEV
         return {}
     b = load_bundle(bundle_dir)
     if b.task == "command" and b.language == "en":
-        return {"fsdd_digits": _fsdd(bundle_dir, root / "fsdd", progress)}
+        return {"fsdd_digits": _fsdd(bundle_dir, root / "fsdd", progress),
+                "fsdd_digit_streams": fsdd_streams(bundle_dir, root / "fsdd")}
     if b.task == "command" and b.language == "zh":
         tsv = root / "cmn-words" / "labels.tsv"
         items = [(p, i) for p, i in read_labelled(tsv) if p.is_file()] if tsv.is_file() else []
@@ -71,6 +76,28 @@ def _fsdd(bundle: Path, folder: Path, progress: bool) -> dict:
     out["accuracy_among_digit_events"] = round(res.correct / max(1, digit_events), 4)
     out["by_threshold"] = _sweep(bundle, items, progress, "real English digits (FSDD)")
     return out
+
+
+def fsdd_streams(bundle: Path, folder: Path, gap_s: float = 0.35, isolate: bool = True) -> dict:
+    """The FSDD digits as a keypad is used: each speaker's clips in a shuffled row, `gap_s` of
+    silence after each, through one edge pipeline that is never reset."""
+    by_speaker: dict[str, list[tuple[np.ndarray, str]]] = {}
+    for path, intent in read_labelled(folder):
+        audio = np.concatenate([read_wav(path).astype(np.float32), np.zeros(int(gap_s * 16000), np.float32)])
+        by_speaker.setdefault(path.name.split("_")[1], []).append((audio, intent))
+    rng = np.random.default_rng(0)
+    pipe = make_pipeline([bundle])
+    pipe = Pipeline(dataclasses.replace(pipe.cfg, isolate_utterances=isolate), pipe.models)
+    right = wrong = rejected = 0
+    for clips in by_speaker.values():
+        row = [clips[i] for i in rng.permutation(len(clips))]
+        for (_, intent), events in zip(row, run_stream(pipe, [a for a, _ in row]), strict=True):
+            rejected += not events
+            right += bool(events) and events[0].intent == intent
+            wrong += bool(events) and events[0].intent != intent
+    n = max(1, right + wrong + rejected)
+    return {"clips": right + wrong + rejected, "speakers": len(by_speaker), "gap_s": gap_s,
+            "accuracy": round(right / n, 4), "wrong": round(wrong / n, 4), "rejected": round(rejected / n, 4)}
 
 
 def _sweep(bundle: Path, items: list[tuple[Path, str]], progress: bool, what: str) -> list[dict]:

@@ -32,3 +32,20 @@ def test_the_embedding_bundle_carries_its_notice():
     b = load_bundle(MODELS / "embedding", FrontendConfig())
     assert b.task == "embedding" and "Apache" in (MODELS / "embedding" / "NOTICE").read_text()
     assert b.manifest["quantization"]["parity"]["cosine_min"] >= 0.98
+
+
+def test_the_keypad_hears_digits_spoken_in_a_row(tmp_path: Path):
+    """FSDD-style clips as each speaker's stream, through one edge pipeline (the real-speech
+    `fsdd_digit_streams` figure): fresh espeak-ng digits by two voices, 0.35 s apart."""
+    from edge.audio import write_wav
+    from quantize.realdev import fsdd_streams
+    from tests.conftest import ROOT, espeak
+
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    for speaker, voice in (("us", "en-us"), ("rp", "en-gb-x-rp")):
+        for d in (1, 4, 7, 9):
+            write_wav(tmp_path / f"{d}_{speaker}_0.wav", espeak(words[d], voice, 150))
+    result = fsdd_streams(ROOT / "models" / "keywords" / "en-digits", tmp_path)
+    assert result["clips"] == 8 and result["speakers"] == 2 and result["gap_s"] == 0.35
+    assert result["accuracy"] + result["wrong"] + result["rejected"] == pytest.approx(1.0)
+    assert result["accuracy"] >= 0.75, result

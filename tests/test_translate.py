@@ -119,22 +119,22 @@ def test_language_memory_keeps_a_word_that_sounds_alike_in_the_language_being_sp
     if not (_bundles_present() and (ROOT / "models" / "langid" / "manifest.json").is_file()):
         pytest.skip("phrasebook bundles are not built")
     from edge.pipeline import Pipeline, PipelineConfig
-    from quantize.autoeval import Clip, _models, run_stream
+    from quantize.autoeval import _models
+    from quantize.evaluate import run_stream
 
     book = _phrasebook()
-    stream = [Clip("de", pid, with_silence(_say(book[pid]["de"], "de"), gap_s=0.5).astype(np.float32), "espeak:de")
-              for pid in ("thank_you", "no")]
+    stream = [with_silence(_say(book[pid]["de"], "de"), gap_s=0.5).astype(np.float32) for pid in ("thank_you", "no")]
     models = _models(ROOT / "models", tuple(LANGS))
     heard = {}
     for memory_s in (0.0, 60.0):
         pipe = Pipeline(PipelineConfig(wake="off", language_memory_s=memory_s), models)
-        heard[memory_s] = [[(e.language, e.intent) for e in events] for _, events in run_stream(pipe, stream)]
+        heard[memory_s] = [[(e.language, e.intent) for e in events] for events in run_stream(pipe, stream)]
     assert heard[0.0] == [[("de", "thank_you")], [("en", "number_9")]]
     assert heard[60.0] == [[("de", "thank_you")], [("de", "no")]]
     # The memory lasts as long as it is set: the same words 61 s apart are each on their own.
-    pause = Clip("de", "", np.zeros(61 * 16000, np.float32), "")
+    pause = np.zeros(61 * 16000, np.float32)
     pipe = Pipeline(PipelineConfig(wake="off", language_memory_s=60.0), models)
-    events = [e for _, evs in run_stream(pipe, [stream[0], pause, stream[1]]) for e in evs]
+    events = [e for evs in run_stream(pipe, [stream[0], pause, stream[1]]) for e in evs]
     assert [(e.language, e.intent) for e in events] == [("de", "thank_you"), ("en", "number_9")]
 
 
