@@ -153,8 +153,9 @@ class Pipeline:
         self.frame = 0
         self.last_heard_language: str | None = None
         self._heard_at: dict[str, float] = {}
-        self._embedding_frame = 0
         """Stream time at which each language was last decided (language memory)."""
+        self._embedding_frame = 0
+        """The frame the newest embedding ends at (isolate_utterances)."""
         self.deaf_until_s = -1.0
         """Stream time until which input is ignored (the box is speaking: no self-triggering)."""
         self._install(models)
