@@ -33,13 +33,21 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
 def _build(args: argparse.Namespace) -> int:
     from quantize.build import BuildOptions, build
     from quantize.report import write_report
 
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
                         embedding_dir=Path(args.embedding), seed=args.seed, members=args.members,
-                        head_augment=args.head_augment, kokoro=not args.no_kokoro, train_reps=args.reps,
+                        head_augment=args.head_augment, voice_swap=args.voice_swap, kokoro=not args.no_kokoro,
+                        train_reps=args.reps,
                         max_espeak_voices=args.espeak_voices, natural_weight=args.natural_weight)
     out = Path(args.out)
     manifest = build(Path(args.catalog), out, opts, language=args.language)
@@ -163,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="train heads on shifted windows blended in pairs (mixup); shift: no mixup; auto: both for "
                         "command and phrasebook catalogs (real English digits 81.9 -> 88.1 %%), the shift "
                         "for wake words (real 'jarvis' misses 18.2 -> 10.9 %%)")
+    p.add_argument("--voice-swap", type=_probability, default=None, metavar="P",
+                   help="probability that a training window takes another training voice's style (its "
+                        "voice's mean embedding swapped for the other's), so that heads learn words, not "
+                        "voices (default: none)")
     p.set_defaults(func=_build)
 
     p = sub.add_parser("evaluate", help="evaluate a bundle through the edge loop on labelled audio")

@@ -65,6 +65,9 @@ class BuildOptions:
     """Window shift and mixup while training heads: "on", "shift" (no mixup), "off", or "auto"
     (both for command and phrasebook builds, the shift for wake words; with --quick the shift for
     wake words only)."""
+    voice_swap: float | None = None
+    """Probability that a training window takes another training voice's style (train.TrainConfig);
+    None: the default for the task (VOICE_SWAP)."""
 
 
 def head_augmentation(task: str, opts: BuildOptions) -> dict:
@@ -77,7 +80,13 @@ def head_augmentation(task: str, opts: BuildOptions) -> dict:
         # A quick wake model keeps the shift (see pos_reps in make_examples).
         modes = {"wake": "shift"} if opts.quick else {"command": "on", "phrase": "on", "wake": "shift"}
         mode = modes.get(task, "off")
-    return {"shift_steps": 0 if mode == "off" else 2, "mixup_alpha": 0.4 if mode == "on" else 0.0}
+    swap = opts.voice_swap if opts.voice_swap is not None else VOICE_SWAP.get(task, 0.0)
+    return {"shift_steps": 0 if mode == "off" else 2, "mixup_alpha": 0.4 if mode == "on" else 0.0,
+            "voice_swap": 0.0 if opts.quick and opts.voice_swap is None else swap}
+
+
+VOICE_SWAP: dict[str, float] = {}
+"""Default voice-swap probability per task (see train.voice_styles)."""
 
 
 def ensemble_size(task: str, opts: BuildOptions) -> int:
@@ -372,7 +381,8 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             cfg = TrainConfig(arch=arch, epochs=30 if opts.quick else 60, seed=opts.seed + 1000 * k, hidden=hidden,
                               unknown_weight=1.0 if cat.task == "wake" else 2.0, **head_augment)
             t0 = time.time()
-            heads.append(train(x[~held], y[~held], len(labels), cfg, progress=opts.progress))
+            heads.append(train(x[~held], y[~held], len(labels), cfg, progress=opts.progress,
+                               voices=data["voice"][~held]))
             train_s.append(time.time() - t0)
         # The first head alone is a candidate too: selection may find the ensemble not worth its bytes.
         variants = [(arch, heads[:1])] + ([(f"{arch}x{members}", heads)] if members > 1 else [])

@@ -41,6 +41,9 @@ class TrainConfig:
     speaker's VAD closes earlier or later around the word than a synthetic clip's does."""
     mixup_alpha: float = 0.0
     """Mixup: pairs of training windows blended with a Beta(a, a) weight, labels alike (0 = off)."""
+    voice_swap: float = 0.0
+    """Probability that a speech window takes another training voice's style: its voice's mean
+    embedding is swapped for the other's (see voice_styles). 0 = off; needs the rows' voices."""
 
 
 def build_model(arch: str, input_shape: tuple[int, ...], n_labels: int, cfg: TrainConfig):
@@ -103,8 +106,10 @@ def spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-def train(x: np.ndarray, y: np.ndarray, n_labels: int, cfg: TrainConfig, progress: bool = True):
-    """Train on (x, y) with 10% held aside for early stopping; returns the Keras model."""
+def train(x: np.ndarray, y: np.ndarray, n_labels: int, cfg: TrainConfig, progress: bool = True,
+          voices: np.ndarray | None = None):
+    """Train on (x, y) with 10% held aside for early stopping; returns the Keras model. `voices`
+    names each row's voice ("noise" for none), for voice_swap."""
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
@@ -123,7 +128,8 @@ def train(x: np.ndarray, y: np.ndarray, n_labels: int, cfg: TrainConfig, progres
     model.get_layer("standardize").adapt(x_tr[: 4000])
     stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=8, restore_best_weights=True)
     verbose = 2 if progress else 0
-    if not (cfg.shift_steps or cfg.mixup_alpha):
+    swap = cfg.voice_swap > 0 and voices is not None
+    if not (cfg.shift_steps or cfg.mixup_alpha or swap):
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         model.fit(x_tr, y_tr, validation_data=(x[val].astype(np.float32), y[val]), epochs=cfg.epochs,
@@ -133,7 +139,8 @@ def train(x: np.ndarray, y: np.ndarray, n_labels: int, cfg: TrainConfig, progres
                   metrics=["accuracy"])
     sample_w = np.array([weights[i] for i in range(n_labels)], dtype=np.float32)
     one_hot = np.eye(n_labels, dtype=np.float32)
-    model.fit(augmented_batches(x_tr, y_tr, sample_w, n_labels, cfg, rng),
+    styles = voice_styles(x_tr, voices[tr]) if swap else None
+    model.fit(augmented_batches(x_tr, y_tr, sample_w, n_labels, cfg, rng, styles),
               steps_per_epoch=len(x_tr) // cfg.batch_size,
               validation_data=(x[val].astype(np.float32), one_hot[y[val]]), epochs=cfg.epochs,
               callbacks=[stop], verbose=verbose)
@@ -147,8 +154,19 @@ def shift_windows(x: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     return np.take_along_axis(x, idx[:, :, None], axis=1)
 
 
+def voice_styles(x: np.ndarray, voices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(style of each row's voice, styles of all speaking voices): a voice's style is the mean of
+    its windows' embeddings less the mean of all windows; rows without a voice ("noise") get none.
+    Every voice speaks the same texts, so what sets its mean apart is mostly how it sounds."""
+    names, index = np.unique(voices, return_inverse=True)
+    overall = x.mean(axis=(0, 1))
+    styles = np.stack([x[index == i].mean(axis=(0, 1)) - overall for i in range(len(names))]).astype(np.float32)
+    styles[names == "noise"] = 0.0
+    return styles[index], styles[names != "noise"]
+
+
 def augmented_batches(x: np.ndarray, y: np.ndarray, class_w: np.ndarray, n_labels: int, cfg: TrainConfig,
-                      rng: np.random.Generator):
+                      rng: np.random.Generator, styles: tuple[np.ndarray, np.ndarray] | None = None):
     """Endless shuffled (windows, soft labels, weights) batches with shift and mixup applied.
     `python -m bench.head_recipes` on en-command (two cnn heads, two seeds, float), real FSDD
     digits top-1 / right at <= 5 % wrong: plain 80.4-83.0 / 76.1-80.5 %; shift 2 alone 86.1 /
@@ -161,6 +179,11 @@ def augmented_batches(x: np.ndarray, y: np.ndarray, class_w: np.ndarray, n_label
         for i in range(0, len(order) - bs + 1, bs):
             b = order[i : i + bs]
             xb, yb, wb = x[b], one_hot[y[b]], class_w[y[b]]
+            if styles is not None:
+                own, others = styles
+                swap = (rng.random(len(b)) < cfg.voice_swap) & own[b].any(axis=1)
+                xb = xb + (np.where(swap[:, None], others[rng.integers(0, len(others), len(b))] - own[b], 0.0)
+                           [:, None, :]).astype(np.float32)
             if cfg.shift_steps:
                 xb = shift_windows(xb, rng.integers(-cfg.shift_steps, cfg.shift_steps + 1, len(b)))
             if cfg.mixup_alpha:

@@ -227,6 +227,42 @@ def test_train_with_shift_and_mixup_learns_separable_classes():
     assert np.mean(predict(model, x).argmax(axis=1) == y) > 0.95
 
 
+def test_voice_swap_moves_speech_windows_to_another_voice_and_leaves_noise_alone():
+    from quantize.train import TrainConfig, augmented_batches, voice_styles
+
+    rng = np.random.default_rng(2)
+    voices = np.array(["a", "b", "noise"] * 40)
+    offset = {"a": 5.0, "b": -5.0, "noise": 0.0}
+    x = (rng.normal(0, 0.1, (120, 16, 4)) + np.array([offset[v] for v in voices])[:, None, None]).astype(np.float32)
+    y = np.zeros(120, dtype=np.int64)
+    own, others = voice_styles(x, voices)
+    assert np.all(own[voices == "noise"] == 0) and len(others) == 2
+    assert np.allclose(own[voices == "a"], 5.0, atol=0.1) and np.allclose(own[voices == "b"], -5.0, atol=0.1)
+    cfg = TrainConfig(batch_size=120, voice_swap=1.0)
+    batches = augmented_batches(x, y, np.ones(1, np.float32), 1, cfg, np.random.default_rng(0), (own, others))
+    xb, _, _ = next(batches)
+    order = np.random.default_rng(0).permutation(120)  # the generator's first shuffle
+    moved = (xb - x[order]).mean(axis=1)  # the same shift at every step of a window
+    assert np.allclose(moved[voices[order] == "noise"], 0.0)
+    # Each speech window now sounds like "a" or "b": moved by 0 (its own) or by +-10 (the other).
+    speech = moved[voices[order] != "noise"]
+    assert np.all(np.isclose(np.abs(speech), 0.0, atol=0.2) | np.isclose(np.abs(speech), 10.0, atol=0.2))
+    assert np.any(np.abs(speech) > 5)
+
+
+def test_train_with_voice_swap_learns_separable_classes():
+    pytest.importorskip("keras")
+    from quantize.train import TrainConfig, predict, train
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 600)
+    voices = np.array(["a", "b", "c", "noise"])[rng.integers(0, 4, 600)]
+    x = (rng.normal(0, 0.3, (600, 16, 8)) + np.eye(3, 8)[y][:, None, :] * 2).astype(np.float32)
+    model = train(x, y, 3, TrainConfig(arch="dense", epochs=8, batch_size=64, voice_swap=0.5), progress=False,
+                  voices=voices)
+    assert np.mean(predict(model, x).argmax(axis=1) == y) > 0.95
+
+
 def test_promote_copies_a_bundle_and_repoints_its_embedding(tmp_path):
     from edge.bundle import load_bundle
     from quantize.promote import promote
@@ -248,14 +284,16 @@ def test_promote_copies_a_bundle_and_repoints_its_embedding(tmp_path):
 def test_head_augmentation_defaults_to_utterance_builds():
     from quantize.build import BuildOptions, head_augmentation
 
-    assert head_augmentation("command", BuildOptions()) == {"shift_steps": 2, "mixup_alpha": 0.4}
+    assert head_augmentation("command", BuildOptions()) == {"shift_steps": 2, "mixup_alpha": 0.4, "voice_swap": 0.0}
     assert head_augmentation("phrase", BuildOptions())["mixup_alpha"] == 0.4
-    assert head_augmentation("wake", BuildOptions()) == {"shift_steps": 2, "mixup_alpha": 0.0}
-    assert head_augmentation("langid", BuildOptions()) == {"shift_steps": 0, "mixup_alpha": 0.0}
+    assert head_augmentation("wake", BuildOptions()) == {"shift_steps": 2, "mixup_alpha": 0.0, "voice_swap": 0.0}
+    assert head_augmentation("langid", BuildOptions()) == {"shift_steps": 0, "mixup_alpha": 0.0, "voice_swap": 0.0}
     assert head_augmentation("command", BuildOptions(quick=True))["shift_steps"] == 0
     assert head_augmentation("wake", BuildOptions(head_augment="on"))["shift_steps"] == 2
     assert head_augmentation("command", BuildOptions(head_augment="off"))["mixup_alpha"] == 0.0
-    assert head_augmentation("wake", BuildOptions(head_augment="shift")) == {"shift_steps": 2, "mixup_alpha": 0.0}
+    assert head_augmentation("wake", BuildOptions(head_augment="shift")) == {"shift_steps": 2, "mixup_alpha": 0.0,
+                                                                             "voice_swap": 0.0}
+    assert head_augmentation("command", BuildOptions(head_augment="off", voice_swap=0.5))["voice_swap"] == 0.5
 
 
 def test_no_kokoro_leaves_the_neural_voices_out():
