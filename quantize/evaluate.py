@@ -47,9 +47,10 @@ def run_stream(pipe: Pipeline, clips: list[np.ndarray]) -> list[list[Event]]:
     return heard
 
 
-def make_pipeline(bundles: list[Path], wake: str = "off", sensitivity: float = 0.5) -> Pipeline:
+def make_pipeline(bundles: list[Path], wake: str = "off", sensitivity: float = 0.5,
+                  isolate_utterances: bool = True) -> Pipeline:
     frontend = load_bundle(bundles[0]).frontend
-    cfg = PipelineConfig(frontend=frontend, wake=wake, sensitivity=sensitivity)
+    cfg = PipelineConfig(frontend=frontend, wake=wake, sensitivity=sensitivity, isolate_utterances=isolate_utterances)
     return Pipeline(cfg, load_models(bundles, frontend))
 
 

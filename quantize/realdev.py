@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import numpy as np
 
 from edge.audio import read_wav
 from edge.bundle import load_bundle
-from edge.pipeline import Pipeline
 from quantize.evaluate import (
     REAL_DEV,
     WAKE_TOP_THRESHOLDS,
@@ -86,8 +84,7 @@ def fsdd_streams(bundle: Path, folder: Path, gap_s: float = 0.35, isolate: bool 
         audio = np.concatenate([read_wav(path).astype(np.float32), np.zeros(int(gap_s * 16000), np.float32)])
         by_speaker.setdefault(path.name.split("_")[1], []).append((audio, intent))
     rng = np.random.default_rng(0)
-    pipe = make_pipeline([bundle])
-    pipe = Pipeline(dataclasses.replace(pipe.cfg, isolate_utterances=isolate), pipe.models)
+    pipe = make_pipeline([bundle], isolate_utterances=isolate)
     right = wrong = rejected = 0
     for clips in by_speaker.values():
         row = [clips[i] for i in rng.permutation(len(clips))]
