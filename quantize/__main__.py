@@ -171,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="train heads on shifted windows blended in pairs (mixup); shift: no mixup; auto: both for "
                         "command and phrasebook catalogs (real English digits 81.9 -> 88.1 %%), the shift "
                         "for wake words (real 'jarvis' misses 18.2 -> 10.9 %%)")
-    p.add_argument("--voice-swap", type=_probability, default=None, metavar="P",
+    p.add_argument("--voice-swap", type=_probability, default=0.0, metavar="P",
                    help="probability that a training window takes another training voice's style (its "
                         "voice's mean embedding swapped for the other's), so that heads learn words, not "
-                        "voices (default: none)")
+                        "voices (default 0: off)")
     p.set_defaults(func=_build)
 
     p = sub.add_parser("evaluate", help="evaluate a bundle through the edge loop on labelled audio")
