@@ -46,7 +46,8 @@ def _build(args: argparse.Namespace) -> int:
 
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
                         embedding_dir=Path(args.embedding), seed=args.seed, members=args.members,
-                        head_augment=args.head_augment, voice_swap=args.voice_swap, kokoro=not args.no_kokoro,
+                        head_augment=args.head_augment, voice_swap=args.voice_swap, vtlp=args.vtlp,
+                        kokoro=not args.no_kokoro,
                         train_reps=args.reps,
                         max_espeak_voices=args.espeak_voices, natural_weight=args.natural_weight)
     out = Path(args.out)
@@ -175,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="probability that a training window takes another training voice's style (its "
                         "voice's mean embedding swapped for the other's), so that heads learn words, not "
                         "voices (default 0: off)")
+    p.add_argument("--vtlp", type=_probability, default=0.0, metavar="P",
+                   help="probability that a training clip has every frequency scaled by 0.87-1.15 at the "
+                        "same tempo (vocal-tract length perturbation; the default speed perturbation moves "
+                        "tempo, pitch and vocal tract together) (default 0: off)")
     p.set_defaults(func=_build)
 
     p = sub.add_parser("evaluate", help="evaluate a bundle through the edge loop on labelled audio")

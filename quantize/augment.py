@@ -27,9 +27,17 @@ class AugmentRecipe:
     """Telephone band (300-3400 Hz, through 8 kHz) or a random cheap-microphone tilt."""
     level_dbfs_range: tuple[float, float] = (-38.0, -8.0)
     clip_prob: float = 0.05
+    vtlp_prob: float = 0.0
+    """Vocal-tract length perturbation at the same tempo (see `vocal_tract`)."""
+    vtlp_range: tuple[float, float] = (0.87, 1.15)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Without VTLP the recipe reads as it did before VTLP existed: feature-cache keys and
+        # manifests of earlier builds stay valid.
+        out = asdict(self)
+        if not self.vtlp_prob:
+            del out["vtlp_prob"], out["vtlp_range"]
+        return out
 
 
 MILD = AugmentRecipe(speed_range=(0.95, 1.05), noise_prob=0.7, snr_db_range=(15.0, 35.0), reverb_prob=0.2,
@@ -44,6 +52,30 @@ def speed(x: np.ndarray, factor: float) -> np.ndarray:
     down = int(round(100 * factor))
     g = gcd(up, down)
     return signal.resample_poly(x, up // g, down // g).astype(np.float32)
+
+
+def vocal_tract(x: np.ndarray, alpha: float) -> np.ndarray:
+    """Every frequency times `alpha` (formants and pitch, as a shorter or longer vocal tract
+    would move them) at the same duration: a phase vocoder moves each STFT bin's magnitude to
+    alpha times its frequency and advances its phase at that new frequency, hop by hop."""
+    n_fft, hop = 512, 128
+    _, _, z = signal.stft(x, nperseg=n_fft, noverlap=n_fft - hop, boundary="even")
+    bins = np.arange(z.shape[0])
+    src = bins / alpha
+    lo = np.clip(np.floor(src).astype(int), 0, len(bins) - 1)
+    frac = np.clip(src - lo, 0.0, 1.0)[:, None]
+    hi = np.clip(lo + 1, 0, len(bins) - 1)
+    mag = np.abs(z)
+    new_mag = (1 - frac) * mag[lo] + frac * mag[hi]
+    new_mag[src > len(bins) - 1] = 0.0
+    # Instantaneous frequency of each source bin (radians per hop), scaled by alpha.
+    expected = 2 * np.pi * bins * hop / n_fft
+    dphi = np.diff(np.angle(z), axis=1, prepend=0.0) - expected[:, None]
+    dphi = expected[:, None] + (dphi + np.pi) % (2 * np.pi) - np.pi
+    nearest = np.clip(np.rint(src).astype(int), 0, len(bins) - 1)
+    phase = np.cumsum(alpha * dphi[nearest], axis=1)
+    _, y = signal.istft(new_mag * np.exp(1j * phase), nperseg=n_fft, noverlap=n_fft - hop, boundary=True)
+    return y[: len(x)].astype(np.float32)
 
 
 def colored_noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -125,6 +157,8 @@ def augment(
     Returns (audio float32, sample index where the speech ends)."""
     x = speech.astype(np.float32)
     x = speed(x, rng.uniform(*recipe.speed_range))
+    if rng.random() < recipe.vtlp_prob:
+        x = vocal_tract(x, rng.uniform(*recipe.vtlp_range))
     if rng.random() < recipe.reverb_prob:
         x = signal.fftconvolve(x, room_impulse(rng, rng.uniform(*recipe.rt60_s_range)))[: len(x) + 1600]
         x = x.astype(np.float32)

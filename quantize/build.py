@@ -68,6 +68,8 @@ class BuildOptions:
     voice_swap: float = 0.0
     """Probability that a training window takes another training voice's style (train.TrainConfig).
     Off by default: es-command gained, de-command and zh-phrase lost (README)."""
+    vtlp: float = 0.0
+    """Probability of vocal-tract length perturbation per training clip (AugmentRecipe.vtlp_prob)."""
 
 
 def head_augmentation(task: str, opts: BuildOptions) -> dict:
@@ -348,7 +350,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     vad = VadConfig()
     examples, train_v, held_v, babble = plan_corpus(catalog_path, cat, labels, opts)
     log.info("%s: %d training voices, %d held-out voices", cat.name, len(train_v), len(held_v))
-    recipe = CorpusRecipe(cat.task, frontend, vad, AugmentRecipe())
+    recipe = CorpusRecipe(cat.task, frontend, vad, AugmentRecipe(vtlp_prob=opts.vtlp))
     log.info("%s: %d examples", cat.name, len(examples))
     t0 = time.time()
     data = build_features(examples, recipe, emb_bundle.model_path, babble, opts.workers, opts.progress)
@@ -461,7 +463,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "heldout_voices": held_voices,
             "examples": int(len(y)),
             "heldout_examples": int(held.sum()),
-            "augment": AugmentRecipe().to_dict(),
+            "augment": recipe.augment.to_dict(),
             "head_augment": head_augment,
             "vad": vad.__dict__,
             "vad_fired_fraction": float(data["vad_fired"][0]),

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantize.augment import AugmentRecipe, augment
+from quantize.augment import AugmentRecipe, augment, vocal_tract
 from quantize.catalog import CatalogError, load_catalog, spoken_form
 from quantize.voices import Voice, hanzi_to_pinyin, synthesize
 
@@ -151,6 +151,31 @@ def test_augmentation_is_reproducible_and_keeps_the_speech_end():
     np.testing.assert_array_equal(a1, a2)
     assert end1 == end2 and 8000 < end1 < len(a1)
     assert np.abs(a1).max() <= 32767
+
+
+def test_vocal_tract_perturbation_moves_formants_not_tempo():
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed")
+    speech = synthesize("enciende la luz", Voice("espeak", "es", "es")).astype(np.float32)
+
+    def centroid_and_voiced_s(x: np.ndarray) -> tuple[float, float]:
+        from scipy import signal
+
+        f, _, z = signal.stft(x, fs=16000, nperseg=512)
+        power = np.abs(z) ** 2
+        frames = power.sum(axis=0)
+        return float((f @ power).sum() / power.sum()), float(np.mean(frames > 0.01 * frames.max()))
+
+    np.testing.assert_allclose(vocal_tract(speech, 1.0), speech, atol=1.0)
+    base_c, base_v = centroid_and_voiced_s(speech)
+    for alpha in (0.87, 1.15):
+        out = vocal_tract(speech, alpha)
+        c, v = centroid_and_voiced_s(out)
+        assert len(out) == len(speech) and abs(v - base_v) < 0.05  # same duration, same speech/silence
+        assert (c - base_c) * (alpha - 1) > 0 and abs(c / base_c - alpha) < 0.1
+    # Off by default, and then absent from the recipe, so earlier builds' cache keys still hold.
+    assert "vtlp_prob" not in AugmentRecipe().to_dict()
+    assert AugmentRecipe(vtlp_prob=0.5).to_dict()["vtlp_prob"] == 0.5
 
 
 def test_no_held_out_voice_sounds_like_a_training_voice():
