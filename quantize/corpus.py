@@ -25,7 +25,7 @@ from edge.frontend import Frontend, FrontendConfig
 from edge.models import EMBEDDING_HOP, Embedder
 from edge.vad import Vad, VadConfig
 from quantize.augment import MILD, RATE, AugmentRecipe, augment, make_noise, set_level
-from quantize.voices import Prosody, Voice, synthesize, trim_silence
+from quantize.voices import Prosody, Voice, respelled, synthesize, trim_silence
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,16 @@ class CorpusRecipe:
                 "augment": self.augment.to_dict(), "total_s": self.total_s, "tail_s": self.tail_s,
                 "embedding": embedding_sha, "examples": [repr(e) for e in examples], "heldout_recipe": MILD.to_dict(),
                 "v": 4}
+        if any(e.voice is not None and respelled(e.voice) for e in examples):
+            data["spanish_mbrola"] = 1  # their audio changed (quantize.spanish_mbrola); other corpora keep their keys
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def synth_cached(text: str, voice: Voice, prosody: Prosody) -> np.ndarray:
-    key = hashlib.sha256(f"{voice.id}|{text}|{prosody}".encode()).hexdigest()[:20]
+    engine = f"{voice.id}|{text}|{prosody}"
+    if respelled(voice):  # its audio changed: a new cache entry
+        engine += "|own-pho"
+    key = hashlib.sha256(engine.encode()).hexdigest()[:20]
     path = CACHE / "synth" / key[:2] / f"{key}.npy"
     if path.is_file():
         audio = np.load(path)

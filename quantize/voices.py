@@ -26,6 +26,8 @@ from edge.audio import AudioError, read_wav
 from quantize.kokoro import ESPEAK_FOR as KOKORO_LANGUAGES
 from quantize.kokoro import kokoro_voices, synthesize_kokoro
 from quantize.pinyin_mbrola import CN1_VARIANTS, cn1_installed, synthesize_cn1
+from quantize.spanish_mbrola import drives as drives_spanish_mbrola
+from quantize.spanish_mbrola import synthesize_spanish_mbrola
 
 ESPEAK_VOICES = {
     "en": ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
@@ -190,12 +192,19 @@ class Prosody:
     """espeak extra pause between words, in 10 ms units."""
 
 
+def respelled(voice: Voice) -> bool:
+    """A Spanish MBROLA voice that we drive ourselves (quantize.spanish_mbrola), not espeak-ng."""
+    return voice.engine == "mbrola" and voice.language == "es" and drives_spanish_mbrola(voice.name)
+
+
 def synthesize(text: str, voice: Voice, prosody: Prosody | None = None) -> np.ndarray:
     """Speak `text` with `voice`; int16 mono at 16 kHz. Raises AudioError when the engine fails."""
     p = prosody or Prosody()
     spoken = spoken_text(text, voice.language)
     if voice.family == "mbrola:cn1":  # driven by quantize.pinyin_mbrola, not espeak-ng
         return synthesize_cn1(spoken, voice.name.partition("+")[2], p.rate, 2 ** ((p.pitch - 50) / 100))
+    if respelled(voice):
+        return synthesize_spanish_mbrola(spoken, voice.name, p.rate, p.pitch, p.word_gap)
     if voice.engine == "kokoro":  # its pitch is the voice's own; augmentation shifts it
         return synthesize_kokoro(spoken, voice.language, voice.name, p.rate)
     with tempfile.TemporaryDirectory() as tmp:
