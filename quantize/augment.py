@@ -157,7 +157,8 @@ def augment(
     Returns (audio float32, sample index where the speech ends)."""
     x = speech.astype(np.float32)
     x = speed(x, rng.uniform(*recipe.speed_range))
-    if rng.random() < recipe.vtlp_prob:
+    # No draw when it is off: every recipe without it keeps the random stream it was built with.
+    if recipe.vtlp_prob and rng.random() < recipe.vtlp_prob:
         x = vocal_tract(x, rng.uniform(*recipe.vtlp_range))
     if rng.random() < recipe.reverb_prob:
         x = signal.fftconvolve(x, room_impulse(rng, rng.uniform(*recipe.rt60_s_range)))[: len(x) + 1600]
