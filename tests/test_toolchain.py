@@ -178,6 +178,30 @@ def test_vocal_tract_perturbation_moves_formants_not_tempo():
     assert AugmentRecipe(vtlp_prob=0.5).to_dict()["vtlp_prob"] == 0.5
 
 
+def test_augmentation_without_vtlp_draws_what_it_drew_before_vtlp_existed():
+    """Feature caches are keyed by recipe: a recipe without VTLP must render every clip exactly as
+    before it existed, so it may not take a random draw for it (one extra draw shifts them all)."""
+
+    import inspect
+
+    class Recording:
+        """A Generator that notes the source line of every draw."""
+
+        def __init__(self, seed: int) -> None:
+            self.rng, self.lines = np.random.default_rng(seed), []
+
+        def __getattr__(self, name):
+            self.lines.append("".join(inspect.stack()[1].code_context or []))
+            return getattr(self.rng, name)
+
+    speech = (np.random.default_rng(0).standard_normal(8000) * 3000).astype(np.float32)
+    off, on = Recording(3), Recording(3)
+    augment(speech, off, AugmentRecipe(), 0.5, 2.0)  # type: ignore[arg-type]
+    augment(speech, on, AugmentRecipe(vtlp_prob=1e-9), 0.5, 2.0)  # type: ignore[arg-type]
+    assert not [line for line in off.lines if "vtlp" in line]
+    assert len([line for line in on.lines if "vtlp" in line]) == 1
+
+
 def test_no_held_out_voice_sounds_like_a_training_voice():
     """espeak-ng silently speaks the base voice for variants it lacks (and fr-fr ignores them all)."""
     if not shutil.which("espeak-ng"):
