@@ -10,14 +10,12 @@ natural-sounding Mandarin voice installed here; espeak-ng's pinyin voice is form
 from __future__ import annotations
 
 import re
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge.audio import AudioError, read_wav
+from quantize.mbrola import run_mbrola
 
 CN1_DATABASE = Path("/usr/share/mbrola/cn1/cn1")
 
@@ -119,16 +117,7 @@ def synthesize_cn1(pinyin: str, variant: str = "", rate: float = 1.0, pitch_rati
     """Speak toned pinyin with the cn1 voice; int16 mono at 16 kHz."""
     v = CN1_VARIANTS[variant]
     pho = pinyin_to_pho(pinyin, rate, v.pitch_ratio * pitch_ratio)
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "out.wav"
-        cmd = ["mbrola", "-l", str(v.voice_hz), str(CN1_DATABASE), "-", str(wav)]
-        try:
-            out = subprocess.run(cmd, input=pho.encode(), capture_output=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise AudioError(f"mbrola cn1 failed on {pinyin!r}: {exc}") from None
-        if out.returncode != 0 or not wav.is_file():
-            raise AudioError(f"mbrola cn1 failed on {pinyin!r}: {out.stderr.decode(errors='replace').strip()[:200]}")
-        return read_wav(wav)
+    return run_mbrola(CN1_DATABASE, pho, f"cn1 failed on {pinyin!r}", ("-l", str(v.voice_hz)))
 
 
 def cn1_installed() -> bool:

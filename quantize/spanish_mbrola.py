@@ -13,13 +13,13 @@ MBROLA ourselves, as quantize.pinyin_mbrola does for Mandarin.
 from __future__ import annotations
 
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edge.audio import AudioError, read_wav
+from edge.audio import AudioError
+from quantize.mbrola import run_mbrola
 
 MBROLA_DIR = Path("/usr/share/mbrola")
 SOURCE_VOICE = "mb-es1"
@@ -91,16 +91,10 @@ def synthesize_spanish_mbrola(text: str, voice_name: str, rate: float = 1.0, pit
     database = MBROLA_DIR / voice_name.removeprefix("mb-") / voice_name.removeprefix("mb-")
     cmd = ["espeak-ng", "-v", SOURCE_VOICE, "-s", str(int(165 * rate)), "-p", str(pitch), "-g", str(word_gap), "-q",
            "--pho", text]
+    what = f"{voice_name} failed on {text!r}"
     try:
         pho = subprocess.run(cmd, capture_output=True, timeout=30, check=True).stdout.decode()
-        with tempfile.TemporaryDirectory() as tmp:
-            wav = Path(tmp) / "out.wav"
-            # -e: a diphone still missing is spoken as silence rather than failing the clip.
-            out = subprocess.run(["mbrola", "-e", str(database), "-", str(wav)], input=respell(pho, db).encode(),
-                                 capture_output=True, timeout=30)
-            if out.returncode != 0 or not wav.is_file():
-                raise AudioError(f"mbrola {voice_name} failed on {text!r}: "
-                                 f"{out.stderr.decode(errors='replace').strip()[:200]}")
-            return read_wav(wav)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise AudioError(f"mbrola {voice_name} failed on {text!r}: {exc}") from None
+        raise AudioError(f"espeak-ng for mbrola {what}: {exc}") from None
+    # -e: a diphone still missing is spoken as silence rather than failing the clip.
+    return run_mbrola(database, respell(pho, db), what, ("-e",))
