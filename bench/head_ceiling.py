@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default="cnn")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    from quantize.train import TrainConfig, predict, train
+    from quantize.train import TrainConfig, head_width, predict, train
 
     manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
     path, data = cached_features(manifest)
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| heads | last head alone | ensemble | intents -> unknown | intent -> other intent | unknown fires |\n"
           "|---:|---:|---:|---:|---:|---:|")
     for k in range(args.heads):
-        cfg = TrainConfig(arch=args.arch, hidden=128 if args.arch == "cnn" else 64, seed=100 + k, unknown_weight=2.0)
+        cfg = TrainConfig(arch=args.arch, hidden=head_width(args.arch), seed=100 + k, unknown_weight=2.0)
         probs = predict(train(x[~held], y[~held], n, cfg, progress=False), x[held])
         log_probs.append(np.log(probs + 1e-7))
         pred = np.mean(log_probs, axis=0).argmax(axis=1)

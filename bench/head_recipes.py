@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default="cnn")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    from quantize.train import TrainConfig, ensemble, predict, train
+    from quantize.train import TrainConfig, ensemble, head_width, predict, train
 
     bundle = Path(args.bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| recipe | seed | held-out top-1 | real top-1 | real right at <= 5 % wrong |\n|---|---:|---:|---:|---:|")
     for name, (shift, alpha) in RECIPES.items():
         for seed in args.seeds:
-            heads = [train(x[~held], y[~held], n, TrainConfig(arch=args.arch, hidden=128 if args.arch == "cnn" else 64,
+            heads = [train(x[~held], y[~held], n, TrainConfig(arch=args.arch, hidden=head_width(args.arch),
                                                               seed=seed + 1000 * k, unknown_weight=2.0,
                                                               shift_steps=shift, mixup_alpha=alpha), progress=False)
                      for k in range(2)]

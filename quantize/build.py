@@ -361,7 +361,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     # cgru (134 KB) beats dense on utterances; wake corpora are ten times larger, too slow for it.
     archs = opts.archs or (("dense",) if opts.quick else ("cnn", "dense") if cat.task == "wake" else ("cnn", "cgru"))
 
-    from quantize.train import TrainConfig, ensemble, predict, train
+    from quantize.train import TrainConfig, ensemble, head_width, predict, train
 
     out_dir.mkdir(parents=True, exist_ok=True)
     candidates = []
@@ -370,7 +370,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     head_augment = head_augmentation(cat.task, opts)
     for arch in archs:
         x = data["mel"] if arch == "dscnn" else data["emb"]
-        hidden = 128 if arch == "cnn" else 64
+        hidden = head_width(arch)
         heads, train_s = [], []
         for k in range(members):
             # Utterance models' unknown class (negatives, noise, other languages) is their largest; at

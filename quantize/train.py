@@ -46,6 +46,12 @@ class TrainConfig:
     embedding is swapped for the other's (see voice_styles). 0 = off; needs the rows' voices."""
 
 
+def head_width(arch: str) -> int:
+    """Units per layer of the shipped heads: a cnn head's convolutions are wider than a recurrent
+    head's GRU."""
+    return 128 if arch == "cnn" else 64
+
+
 def build_model(arch: str, input_shape: tuple[int, ...], n_labels: int, cfg: TrainConfig):
     import keras
     from keras import layers
