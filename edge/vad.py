@@ -1,9 +1,11 @@
 """Energy + spectral voice activity detection with hangover, giving utterance start and end.
 
-A frame is speech-like when its speech-band energy stands `threshold_db` above a tracked
-noise floor and its spectrum is not flat (noise is flat, voiced speech is peaky). An
-utterance starts after `start_frames` speech-like frames in a row and ends after
-`hangover_s` without any.
+A frame is speech-like when its speech-band energy stands `threshold_db` above the noise and
+its spectrum is not flat (noise is flat, voiced speech is peaky). The noise is both the
+quietest recent frame (steady noise) and the typical level between utterances (babble, a TV:
+its dips are far below its peaks, and its peaks are not flat either, so the quietest frame
+alone kept an utterance open as long as the babble went on). An utterance starts after
+`start_frames` speech-like frames in a row and ends after `hangover_s` without any.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+NOISE_UPDATE_FRAMES = 10
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,8 @@ class VadConfig:
     min_utterance_s: float = 0.15
     max_utterance_s: float = 4.0
     floor_window_s: float = 1.5
-    """The noise floor is the quietest frame of this much recent audio (minimum statistics)."""
+    """The noise floor is the quietest frame of this much recent audio (minimum statistics), and
+    the typical noise the median of this much audio heard outside utterances."""
     frame_s: float = 0.01
 
     def __post_init__(self) -> None:
@@ -54,11 +59,15 @@ class Vad:
         self._max_frames = round(self.cfg.max_utterance_s / self.cfg.frame_s)
         self._min_frames = round(self.cfg.min_utterance_s / self.cfg.frame_s)
         self._energies = np.full(max(1, round(self.cfg.floor_window_s / self.cfg.frame_s)), np.inf)
+        self._between = np.zeros(len(self._energies))
+        self._scratch = np.zeros(len(self._energies))
         self.reset()
 
     def reset(self) -> None:
         self.floor_db = np.inf
+        self.noise_db = -np.inf
         self._energies[:] = np.inf
+        self._n_between = 0
         self.frame = 0
         self.in_speech = False
         self.start_frame = 0
@@ -67,7 +76,7 @@ class Vad:
 
     def is_speech_like(self, energy_db: float, flatness: float) -> bool:
         return (
-            energy_db > self.floor_db + self.cfg.threshold_db
+            energy_db > max(self.floor_db, self.noise_db) + self.cfg.threshold_db
             and energy_db > self.cfg.min_energy_db
             and flatness < self.cfg.max_flatness
         )
@@ -82,6 +91,15 @@ class Vad:
         t = self.frame
         self.frame += 1
         if not self.in_speech:
+            # Typical noise between utterances, updated there only: inside one it would be speech.
+            self._between[self._n_between % len(self._between)] = energy_db
+            self._n_between += 1
+            if self._n_between % NOISE_UPDATE_FRAMES == 0:  # it moves slowly; a median per frame is waste
+                n = min(self._n_between, len(self._between))
+                part = self._scratch[:n]
+                part[:] = self._between[:n]
+                part.partition(n // 2)
+                self.noise_db = float(part[n // 2])
             self._run = self._run + 1 if speechy else 0
             if self._run >= cfg.start_frames:
                 self.in_speech = True

@@ -320,6 +320,15 @@ def _accuracy_by_voice(probs: np.ndarray, y: np.ndarray, voices: np.ndarray) -> 
     return dict(sorted(rows.items(), key=lambda kv: kv[1]["accuracy"]))
 
 
+def _vad_closed(task: str, data: dict[str, np.ndarray], held: np.ndarray, y: np.ndarray) -> dict:
+    """How often the edge VAD closed an utterance on held-out intents (wake words need no VAD):
+    where it does not, the device classifies nothing, though the accuracy above counts a window
+    taken where the speech ended."""
+    if task == "wake" or "vad_closed" not in data or not (held & (y > 0)).any():
+        return {}
+    return {"heldout_vad_closed_on_intents": round(float(data["vad_closed"][held & (y > 0)].mean()), 4)}
+
+
 def calibrate_command_threshold(probs: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
     """The threshold (0.3-0.8) that maximizes correct accepts minus false accepts of unknown
     speech on held-out voices. Real voices score lower than synthetic ones, so a threshold
@@ -472,7 +481,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "build_s": round(time.time() - t_start, 1),
         },
         "metrics": {"heldout_float_accuracy": best["float_accuracy"], "heldout_int8_accuracy": best["int8_accuracy"],
-                    "model_bytes": best["bytes"], **calib,
+                    "model_bytes": best["bytes"], **calib, **_vad_closed(cat.task, data, held, y),
                     "heldout_int8_accuracy_by_voice": _accuracy_by_voice(probs, y[held], data["voice"][held])},
     }
     if cat.task == "phrase":

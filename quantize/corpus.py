@@ -62,7 +62,7 @@ class CorpusRecipe:
         data = {"task": self.task, "frontend": self.frontend.hash, "vad": asdict(self.vad),
                 "augment": self.augment.to_dict(), "total_s": self.total_s, "tail_s": self.tail_s,
                 "embedding": embedding_sha, "examples": [repr(e) for e in examples], "heldout_recipe": MILD.to_dict(),
-                "v": 4}
+                "v": 5}  # 5: the VAD's typical-noise level (edge.vad) moved windows over babble
         if any(e.voice is not None and respelled(e.voice) for e in examples):
             data["spanish_mbrola"] = 1  # their audio changed (quantize.spanish_mbrola); other corpora keep their keys
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -204,7 +204,7 @@ def build_features(
         from quantize.kokoro import prepare
 
         prepare()
-    rows_emb, rows_mel, labels, splits, voices, fired_count = [], [], [], [], [], 0
+    rows_emb, rows_mel, labels, splits, voices, closed, fired_count = [], [], [], [], [], [], 0
     ctx = get_context("fork")
     with ctx.Pool(workers, initializer=_init, initargs=(recipe, str(embedding_path), babble)) as pool:
         it = pool.imap(_run, examples, chunksize=8)
@@ -221,12 +221,16 @@ def build_features(
                 labels.append(lab)
                 splits.append(ex.split == "heldout")
                 voices.append(ex.voice.id if ex.voice else "noise")
+                closed.append(fired)
     data = {
         "emb": np.stack(rows_emb),
         "label": np.array(labels, dtype=np.int32),
         "heldout": np.array(splits, dtype=bool),
         "voice": np.array(voices),
         "vad_fired": np.array([fired_count / max(1, len(examples))]),
+        # Per row: the edge VAD closed an utterance in its clip. Where it did not, the window sits
+        # where the speech ended, but the device would classify nothing.
+        "vad_closed": np.array(closed, dtype=bool),
     }
     if rows_mel:
         data["mel"] = np.stack(rows_mel)

@@ -47,6 +47,9 @@ def write_report(out_dir: Path, manifest: dict) -> None:
                         else f"the highest candidate; {stream} still fires more than once an hour")
                      + f" ({fa['speech and noise']}/h); the sound-alikes ({hours['sound-alikes']} h) "
                      f"fire {fa['sound-alikes']}/h there")
+    if "heldout_vad_closed_on_intents" in m:
+        lines.append(f"- the edge VAD closed an utterance on {m['heldout_vad_closed_on_intents']:.1%} of held-out "
+                     "intent clips (on the others the device would classify nothing)")
     for k in ("heldout_accept_accuracy", "heldout_unknown_false_accept"):
         if k in m:
             lines.append(f"- {k.replace('_', ' ')}: {m[k]}")

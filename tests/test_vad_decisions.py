@@ -44,6 +44,29 @@ def test_vad_ignores_steady_noise_and_hears_speech_in_it():
     assert len(_utterances(mixed)) == 1
 
 
+def test_vad_closes_an_utterance_over_babble():
+    """Talk in the background (a TV, other people) dips far below its peaks, so the quietest
+    frame alone held every utterance open for as long as the babble went on (0.7-1.1 s past
+    the end here, or for good)."""
+    rng = np.random.default_rng(0)
+    n = 16000 * 5
+    babble = np.zeros(n, dtype=np.float32)
+    for text, voice in [("the weather will be sunny tomorrow afternoon", "en-us"),
+                        ("ich habe heute keine Zeit dafür", "de"), ("nous allons au marché ce matin", "fr"),
+                        ("vamos a la playa el domingo", "es")]:
+        talk = np.tile(espeak(text, voice).astype(np.float32), 8)
+        off = int(rng.integers(0, len(talk) - n))
+        babble += talk[off : off + n] / np.std(talk)
+    speech = espeak("turn on the lights").astype(np.float32)
+    loud = np.flatnonzero(np.abs(speech) > 0.02 * np.abs(speech).max())
+    start, end_s = 32000, (32000 + loud[-1]) / 16000
+    audio = babble * np.std(speech) / np.std(babble) / 10 ** (20 / 20)  # 20 dB below the speech
+    audio[start : start + len(speech)] += speech
+    ends = [e for s, e in _utterances(audio) if s < end_s and e > start / 16000]
+    assert len(ends) == 1
+    assert abs(ends[0] - end_s) < 0.3
+
+
 def test_vad_config_is_validated():
     with pytest.raises(ValueError, match="hangover"):
         VadConfig(hangover_s=0)
