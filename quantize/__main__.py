@@ -52,6 +52,11 @@ def _build(args: argparse.Namespace) -> int:
                         max_espeak_voices=args.espeak_voices, natural_weight=args.natural_weight)
     out = Path(args.out)
     manifest = build(Path(args.catalog), out, opts, language=args.language)
+    if manifest["task"] in ("command", "phrase") and not args.quick:
+        from quantize.heldout import evaluate_heldout
+
+        manifest["metrics"]["heldout_edge"] = evaluate_heldout(out, not args.quiet, Path(args.catalog), opts)
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     if not args.no_real:
         from quantize.realdev import evaluate_real
 
@@ -64,19 +69,35 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(bundle: Path, key: str, value: dict) -> None:
+    from quantize.report import write_report
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["metrics"][key] = value
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_report(bundle, manifest)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from quantize.evaluate import evaluate_commands, read_labelled
 
+    if args.heldout:
+        from quantize.heldout import evaluate_heldout
+
+        try:
+            result = evaluate_heldout(Path(args.bundle), progress=not args.quiet)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        _record(Path(args.bundle), "heldout_edge", result)
+        print(json.dumps(result, indent=2))
+        return 0
     if args.real:
         from quantize.realdev import evaluate_real
-        from quantize.report import write_report
 
-        bundle = Path(args.bundle)
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        manifest["metrics"]["real"] = evaluate_real(bundle, progress=not args.quiet)
-        (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        write_report(bundle, manifest)
-        print(json.dumps(manifest["metrics"]["real"], indent=2))
+        real = evaluate_real(Path(args.bundle), progress=not args.quiet)
+        _record(Path(args.bundle), "real", real)
+        print(json.dumps(real, indent=2))
         return 0
     if not args.data:
         print("error: give --data DIR_OR_TSV or --real", file=sys.stderr)
@@ -187,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="folder of FSDD-style digit WAVs, or a TSV of file<TAB>intent")
     p.add_argument("--real", action="store_true",
                    help="evaluate on ../shared/data/real-dev as the build does and record it in the manifest")
+    p.add_argument("--heldout", action="store_true",
+                   help="play the build's held-out clips through the edge loop as the device hears them "
+                        "(command and phrase bundles) and record it in the manifest as metrics.heldout_edge")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("recalibrate", help="re-derive a bundle's threshold from its cached held-out features")

@@ -47,6 +47,13 @@ def write_report(out_dir: Path, manifest: dict) -> None:
                         else f"the highest candidate; {stream} still fires more than once an hour")
                      + f" ({fa['speech and noise']}/h); the sound-alikes ({hours['sound-alikes']} h) "
                      f"fire {fa['sound-alikes']}/h there")
+    edge = m.get("heldout_edge")
+    if edge:
+        lines.append(f"- through the edge loop as the device hears them (VAD, threshold, no end-of-stream flush): "
+                     f"{edge['accuracy']:.1%} of {edge['clips']} clips right; "
+                     f"intents {edge['intents_right']:.1%} right, "
+                     f"{edge['intents_wrong']:.1%} wrong, {edge['intents_silent']:.1%} silent; "
+                     f"{edge['negatives_fired']:.1%} of negatives fired")
     if "heldout_vad_closed_on_intents" in m:
         lines.append(f"- the edge VAD closed an utterance on {m['heldout_vad_closed_on_intents']:.1%} of held-out "
                      "intent clips (on the others the device would classify nothing)")

@@ -14,6 +14,7 @@ import pytest
 from quantize.augment import AugmentRecipe, augment, vocal_tract
 from quantize.catalog import CatalogError, load_catalog, spoken_form
 from quantize.voices import Voice, hanzi_to_pinyin, synthesize
+from tests.conftest import ROOT
 
 CATALOGS = Path(__file__).resolve().parent.parent / "models" / "catalog"
 REQUIRED = ["lights_on", "lights_off", "brighter", "dimmer", "volume_up", "volume_down", "play", "pause", "stop",
@@ -506,3 +507,23 @@ def test_spanish_mbrola_voices_have_every_diphone_of_the_commands(voice):
     assert len(unknown) <= 2, unknown
     audio = synthesize("cuatro", Voice("mbrola", voice, "es"))
     assert 0.4 < len(audio) / 16000 < 1.5 and np.abs(audio).max() > 1000
+
+
+def test_heldout_clips_through_the_edge_loop_add_up(tiny_bundle: Path):
+    from quantize.heldout import evaluate_heldout
+
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    res = evaluate_heldout(tiny_bundle, progress=False, catalog=tiny_bundle.parent / "bundle.toml")
+    assert res["clips"] == m["training"]["heldout_examples"] == res["intents"] + res["negatives"]
+    assert res["intents_right"] + res["intents_wrong"] + res["intents_silent"] == pytest.approx(1.0, abs=2e-3)
+    right = res["intents_right"] * res["intents"] + (1 - res["negatives_fired"]) * res["negatives"]
+    assert right / res["clips"] == pytest.approx(res["accuracy"], abs=2e-3)
+    assert res["intents_right"] > 0.5  # the words are heard, not merely counted
+
+
+def test_heldout_edge_evaluation_refuses_a_wake_bundle_in_one_line(capsys):
+    from quantize.__main__ import main
+
+    assert main(["-q", "evaluate", "--bundle", str(ROOT / "models" / "en-wake"), "--heldout"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: en-wake:") and "wake" in err and "\n" not in err
