@@ -10,8 +10,9 @@ from edge.bundle import find_bundles
 
 def models_table(models_dir: Path) -> str:
     dirs = find_bundles(models_dir) + find_bundles(models_dir / "keywords")
-    rows = ["| bundle | language | task | labels | model | bytes | held-out float | held-out int8 | real speech |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| bundle | language | task | labels | model | bytes | held-out float | held-out int8 "
+            "| held-out, edge loop | real speech |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for d in dirs:
         m = json.loads((d / "manifest.json").read_text())
         if m["task"] == "embedding":
@@ -42,9 +43,12 @@ def models_table(models_dir: Path) -> str:
         if "cmn_words_not_commands" in real:
             r = real["cmn_words_not_commands"]
             notes.append(f"fires on {r['false_command_rate']:.0%} of {r['clips']} real non-command words")
+        edge = met.get("heldout_edge")  # what the device gets right (quantize.heldout); command and phrase bundles
+        edge_acc = f"{edge['accuracy']:.1%}" if edge else "-"
         n_labels = len([x for x in m["labels"] if not x.startswith("_")])
         rows.append(f"| `{d.relative_to(models_dir)}` | {m['language']} | {m['task']} | {n_labels} | "
                     f"{m['model_selection']['chosen']} | {met.get('model_bytes', '')} | "
                     f"{met.get('heldout_float_accuracy', 0):.1%} | {met.get('heldout_int8_accuracy', 0):.1%} | "
+                    f"{edge_acc} | "
                     f"{'; '.join(notes) or '-'} |")
     return "\n".join(rows)
