@@ -49,3 +49,13 @@ def test_the_keypad_hears_digits_spoken_in_a_row(tmp_path: Path):
     assert result["clips"] == 8 and result["speakers"] == 2 and result["gap_s"] == 0.35
     assert result["accuracy"] + result["wrong"] + result["rejected"] == pytest.approx(1.0)
     assert result["accuracy"] >= 0.75, result
+
+
+def test_the_readme_models_table_is_what_the_manifests_say():
+    from quantize.table import models_table
+
+    root = Path(__file__).resolve().parent.parent
+    table = models_table(root / "models")
+    readme = (root / "README.md").read_text()
+    assert table.split("\n", 1)[0] in readme, "README has no models table"
+    assert table in readme, "README's models table is stale: paste `python -m quantize table`"
