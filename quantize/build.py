@@ -11,6 +11,7 @@ Steps, each cached or cheap to rerun:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -21,13 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.audio import AudioError
 from edge.bundle import SCHEMA_VERSION, UNKNOWN, load_bundle
 from edge.frontend import FrontendConfig
 from edge.vad import VadConfig
 from quantize.augment import AugmentRecipe
 from quantize.catalog import Catalog, load_catalog
 from quantize.convert import io_specs, tflite_predict, to_int8_tflite
-from quantize.corpus import MEL_WINDOW, WINDOW, CorpusRecipe, Example, build_features
+from quantize.corpus import MEL_WINDOW, WINDOW, CorpusRecipe, CorpusWorker, Example, build_features
 from quantize.evaluate import WAKE_THRESHOLD_GRID
 from quantize.util import sha256_file
 from quantize.vocabulary import everyday_texts
@@ -307,6 +309,27 @@ def plan_corpus(catalog_path: Path, cat: Catalog, labels: list[str], opts: Build
     return examples, train_v, held_v, babble
 
 
+def heldout_audio(catalog_path: Path, cat: Catalog, labels: list[str], opts: BuildOptions, embedding_path: Path,
+                  heldout_voices: list[str] | None = None, labels_wanted: set[int] | None = None
+                  ) -> list[tuple[Example, np.ndarray]]:
+    """The held-out examples of a build (those of `labels_wanted`, default all) with their audio
+    (int16-scale float32), rendered exactly as its corpus rendered them; a voice that spoke
+    nothing is skipped, as in the build.
+    `heldout_voices`, when given, must be the build's; otherwise this machine's voices would give
+    another held-out set, and a ValueError says so."""
+    examples, _, held_v, babble = plan_corpus(catalog_path, cat, labels, opts)
+    if heldout_voices is not None and sorted(v.id for v in held_v) != sorted(heldout_voices):
+        raise ValueError(f"{catalog_path.name}: this machine's voices give other held-out voices than the build's")
+    frontend = load_bundle(embedding_path.parent).frontend
+    worker = CorpusWorker(CorpusRecipe(cat.task, frontend, VadConfig(), AugmentRecipe()), str(embedding_path), babble)
+    out = []
+    for ex in examples:
+        if ex.split == "heldout" and (labels_wanted is None or ex.label in labels_wanted):
+            with contextlib.suppress(AudioError):
+                out.append((ex, worker.audio_for(ex)[0].astype(np.float32)))
+    return out
+
+
 def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == y)) if len(y) else 0.0
 
@@ -324,7 +347,7 @@ def _vad_closed(task: str, data: dict[str, np.ndarray], held: np.ndarray, y: np.
     """How often the edge VAD closed an utterance on held-out intents (wake words need no VAD):
     where it does not, the device classifies nothing, though the accuracy above counts a window
     taken where the speech ended."""
-    if task == "wake" or "vad_closed" not in data or not (held & (y > 0)).any():
+    if task == "wake" or not (held & (y > 0)).any():
         return {}
     return {"heldout_vad_closed_on_intents": round(float(data["vad_closed"][held & (y > 0)].mean()), 4)}
 

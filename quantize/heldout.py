@@ -9,20 +9,15 @@ background noise goes on. The clips are the build's own (same voices, texts, aug
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from edge.audio import AudioError
 from edge.bundle import load_bundle
-from edge.vad import VadConfig
-from quantize.augment import AugmentRecipe
-from quantize.build import UNKNOWN, BuildOptions, plan_corpus
+from quantize.build import UNKNOWN, BuildOptions, heldout_audio
 from quantize.catalog import load_catalog
-from quantize.corpus import CorpusRecipe, CorpusWorker
 from quantize.evaluate import make_pipeline
 from quantize.negstream import build_options_of, catalog_of
 
@@ -43,17 +38,8 @@ def heldout_clips(bundle: Path, catalog: Path | None = None, opts: BuildOptions 
     opts = opts or build_options_of(manifest)
     cat = load_catalog(catalog, manifest["language"] if manifest["task"] == "phrase" else None)
     labels = [UNKNOWN, *cat.labels]
-    examples, _, held_v, babble = plan_corpus(catalog, cat, labels, opts)
-    if sorted(v.id for v in held_v) != sorted(manifest["training"]["heldout_voices"]):
-        raise ValueError(f"{bundle.name}: this machine's voices give other held-out voices than the build's")
-    frontend = load_bundle(bundle).frontend
-    worker = CorpusWorker(CorpusRecipe(cat.task, frontend, VadConfig(), AugmentRecipe()),
-                          str(load_bundle(opts.embedding_dir).model_path), babble)
-    clips = []
-    for ex in examples:
-        if ex.split == "heldout":
-            with contextlib.suppress(AudioError):  # a voice that spoke nothing: skipped by the build too
-                clips.append((worker.audio_for(ex)[0].astype(np.float32), labels[ex.label]))
+    clips = [(audio, labels[ex.label]) for ex, audio in heldout_audio(
+        catalog, cat, labels, opts, load_bundle(opts.embedding_dir).model_path, manifest["training"]["heldout_voices"])]
     if len(clips) != manifest["training"]["heldout_examples"]:
         raise ValueError(f"{bundle.name}: {len(clips)} held-out clips here, {manifest['training']['heldout_examples']} "
                          "in its build")

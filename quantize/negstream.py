@@ -10,20 +10,15 @@ a time ignores.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from edge.audio import AudioError
 from edge.bundle import UNKNOWN, load_bundle
-from edge.vad import VadConfig
-from quantize.augment import AugmentRecipe
-from quantize.build import BuildOptions, part_of_keyword, plan_corpus
+from quantize.build import BuildOptions, heldout_audio, part_of_keyword
 from quantize.catalog import Catalog, load_catalog
-from quantize.corpus import CorpusRecipe, CorpusWorker
 from quantize.evaluate import WAKE_THRESHOLD_GRID, false_accepts, make_pipeline, stream_scores
 from quantize.util import sha256_file
 
@@ -78,20 +73,11 @@ def heldout_negative_streams(catalog_path: Path, opts: BuildOptions, embedding_p
     `heldout_voices`, when given, must be the build's; otherwise this machine's voices would
     give another held-out set, and a ValueError says so."""
     cat = load_catalog(catalog_path)
-    examples, _, held_v, babble = plan_corpus(catalog_path, cat, [UNKNOWN, "wake"], opts)
-    if heldout_voices is not None and sorted(v.id for v in held_v) != sorted(heldout_voices):
-        raise ValueError(f"{catalog_path.name}: this machine's voices give other held-out voices than the build's")
-    frontend = load_bundle(embedding_path.parent).frontend
-    worker = CorpusWorker(CorpusRecipe(cat.task, frontend, VadConfig(), AugmentRecipe()), str(embedding_path), babble)
     gap = np.zeros(int(gap_s * 16000), np.float32)
     sound_alikes = {t for t in cat.negatives if not piece_of_keyword(t, cat)}
     parts: dict[str, list[np.ndarray]] = {SOUND_ALIKES: [], SPEECH_AND_NOISE: []}
-    for ex in examples:
-        if ex.split != "heldout" or ex.label != 0:
-            continue
-        with contextlib.suppress(AudioError):  # a voice that spoke nothing for a word: skipped in the build too
-            audio, _ = worker.audio_for(ex)
-            parts[SOUND_ALIKES if ex.text in sound_alikes else SPEECH_AND_NOISE] += [audio.astype(np.float32), gap]
+    for ex, audio in heldout_audio(catalog_path, cat, [UNKNOWN, "wake"], opts, embedding_path, heldout_voices, {0}):
+        parts[SOUND_ALIKES if ex.text in sound_alikes else SPEECH_AND_NOISE] += [audio, gap]
     return {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in parts.items()}
 
 
