@@ -7,13 +7,15 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_RUNTIME := espeak-ng portaudio19-dev libsndfile1 python3-venv python3-dev
 APT_TEST := mosquitto mosquitto-clients systemd sox flite
-# Extra voices for training only: make models-deps. Flite and Festival are in Debian main; MBROLA
-# and Pico are in contrib / non-free and are installed when those components are enabled.
-APT_VOICES_MAIN := flite festival
+# Extra voices for training only: make models-deps. Flite and Festival with three voices are in
+# Debian main; MBROLA, Pico, RHVoice and the other Festival voices are in contrib / non-free and
+# are installed when those components are enabled.
+APT_VOICES_MAIN := flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
 APT_VOICES_NONFREE := libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
   mbrola-de1 mbrola-de2 mbrola-de3 mbrola-de4 mbrola-de5 mbrola-de6 mbrola-de7 mbrola-fr1 mbrola-fr2 \
   mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 mbrola-es1 mbrola-es2 mbrola-es3 mbrola-es4 \
-  mbrola-mx1 mbrola-mx2 mbrola-vz1 mbrola-cn1
+  mbrola-mx1 mbrola-mx2 mbrola-vz1 mbrola-cn1 festvox-rablpc16k festvox-don festvox-ellpc11k \
+  rhvoice rhvoice-english
 
 .PHONY: demo test lint models models-deps apt-voices-nonfree bench bench-peers apt-runtime apt-test clean
 

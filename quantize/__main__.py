@@ -47,7 +47,7 @@ def _build(args: argparse.Namespace) -> int:
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
                         embedding_dir=Path(args.embedding), seed=args.seed, members=args.members,
                         head_augment=args.head_augment, voice_swap=args.voice_swap, vtlp=args.vtlp,
-                        kokoro=not args.no_kokoro,
+                        kokoro=not args.no_kokoro, skip_engines=tuple(args.skip_engines),
                         train_reps=args.reps,
                         max_espeak_voices=args.espeak_voices, natural_weight=args.natural_weight)
     out = Path(args.out)
@@ -184,11 +184,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="espeak-ng voice variants to use per language, about a fifth of them held out "
                         "(default 24; en has over 300 distinct ones, es 88, the others 45)")
     p.add_argument("--natural-weight", type=_at_least_one, default=3,
-                   help="renditions per repetition by each MBROLA, Pico and Flite training voice, the voices "
+                   help="renditions per repetition by each MBROLA, Pico, Flite, Festival and RHVoice training "
+                        "voice, the voices "
                         "closest to real speech (default 3; espeak-ng and Kokoro voices: 1)")
     p.add_argument("--no-kokoro", action="store_true",
                    help="leave out the Kokoro neural voices: a first build several times faster, "
                         "less robust to real voices")
+    p.add_argument("--skip-engine", dest="skip_engines", action="append", default=[],
+                   choices=("mbrola", "pico", "flite", "festival", "rhvoice", "kokoro"), metavar="ENGINE",
+                   help="leave out one TTS engine's voices (repeatable; mbrola, pico, flite, festival, rhvoice, "
+                        "kokoro): rebuilds a bundle made before that engine joined, as its manifest's "
+                        "training.train_voices_by_engine lists")
     p.add_argument("--head-augment", choices=("auto", "on", "shift", "off"), default="auto",
                    help="train heads on shifted windows blended in pairs (mixup); shift: no mixup; auto: both for "
                         "command and phrasebook catalogs (real English digits 81.9 -> 88.1 %%), the shift "

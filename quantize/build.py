@@ -59,10 +59,12 @@ class BuildOptions:
     progress: bool = True
     seed: int = 0
     natural_weight: int = 3
-    """Renditions per repetition by each natural-sounding training voice (MBROLA, Pico, Flite):
-    few, but closest to real speech."""
+    """Renditions per repetition by each natural-sounding training voice (MBROLA, Pico, Flite,
+    Festival, RHVoice): few, but closest to real speech."""
     kokoro: bool = True
     """Train with the Kokoro voices too (they are most of a first build's time)."""
+    skip_engines: tuple[str, ...] = ()
+    """TTS engines left out altogether (to rebuild a bundle made before an engine joined)."""
     head_augment: str = "auto"
     """Window shift and mixup while training heads: "on", "shift" (no mixup), "off", or "auto"
     (both for command and phrasebook builds, the shift for wake words; with --quick the shift for
@@ -108,9 +110,9 @@ def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[
     voices = available_voices(language)
     if not voices:
         raise RuntimeError(f"no TTS voice speaks {language!r}; install espeak-ng")
+    skip = set(opts.skip_engines) | ({"kokoro"} if opts.quick or not opts.kokoro else set())
     espeak = sorted((v for v in voices if v.engine == "espeak"), key=lambda v: _stable(v.id))
-    kokoro = opts.kokoro and not opts.quick
-    others = [v for v in voices if v.engine != "espeak" and (kokoro or v.engine != "kokoro")]
+    others = [v for v in voices if v.engine != "espeak" and v.engine not in skip]
     voices = espeak[: opts.max_espeak_voices] + others
     train, held = split_voices(voices, 0.2)
     if opts.quick:
@@ -178,7 +180,8 @@ def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: lis
 
     def add(text: str, label: int, voices: list[Voice], n: int, split: str) -> None:
         for v in voices:
-            # Natural-sounding voices (MBROLA, Pico, Flite) are few but closest to real speech.
+            # Natural-sounding voices (MBROLA, Pico, Flite, Festival, RHVoice) are few but closest
+            # to real speech.
             # Kokoro's eleven are many, and each of its clips costs 0.5 s of CPU to synthesize.
             natural = split == "train" and v.engine not in ("espeak", "kokoro") and not opts.quick
             weight = opts.natural_weight if natural else 1
@@ -492,6 +495,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "train_reps": opts.train_reps,
             "max_espeak_voices": opts.max_espeak_voices,
             "natural_weight": opts.natural_weight,
+            "skip_engines": sorted(opts.skip_engines),
             "heldout_voices": held_voices,
             "examples": int(len(y)),
             "heldout_examples": int(held.sum()),

@@ -35,9 +35,25 @@ def catalog_of(manifest: dict, root: Path = CATALOGS) -> Path | None:
     return None
 
 
+LATER_ENGINES = ("festival", "rhvoice")
+"""TTS engines that joined after the first bundles were built (2026-12-05)."""
+
+
+def skip_engines_of(training: dict) -> tuple[str, ...]:
+    """The engines a build left out. Builds record them; one from before they did, that used none
+    of the later engines, was built before those existed, and a rebuild of its corpus here must
+    leave them out too (for the other languages' voices as well)."""
+    if "skip_engines" in training:
+        return tuple(training["skip_engines"])
+    used = set(training.get("train_voices_by_engine", {}))
+    used |= {v.split(":")[0] for v in training.get("heldout_voices", [])}
+    return () if used & set(LATER_ENGINES) else LATER_ENGINES
+
+
 def build_options_of(manifest: dict) -> BuildOptions:
     training = manifest["training"]
     return BuildOptions(quick=bool(training.get("quick")), seed=int(training.get("seed", 0)),
+                        skip_engines=skip_engines_of(training),
                         # No train_reps: built before --reps existed, always with 3.
                         train_reps=int(training.get("train_reps", 3)),
                         max_espeak_voices=int(training.get("max_espeak_voices", 24)),

@@ -1,7 +1,8 @@
 """Offline TTS voices per language, and speech synthesis from text.
 
 Engines (all from Debian packages, voices inside): espeak-ng with its voice variants, MBROLA
-diphone voices driven by espeak-ng, SVOX Pico (pico2wave), Flite (English) and the neural
+diphone voices driven by espeak-ng, SVOX Pico (pico2wave), Flite (English), Festival (English
+and Castilian diphone voices), RHVoice (English, statistical parametric) and the neural
 Kokoro-82M from PyPI (quantize.kokoro), reading espeak-ng's phonemes in every language. Mandarin is
 written in Hanzi and read from toned pinyin (pypinyin, with the common tone-sandhi rules) by
 espeak-ng's pinyin voice, because its Hanzi reader mixes in English phonemes, and by the MBROLA
@@ -52,13 +53,23 @@ MBROLA_VOICES = {
 }
 PICO_VOICES = {"en": ["en-US", "en-GB"], "de": ["de-DE"], "fr": ["fr-FR"], "es": ["es-ES"], "zh": []}
 FLITE_VOICES = {"en": ["slt", "rms", "awb", "kal16"]}
+FESTIVAL_VOICES = {"en": ["kal_diphone", "rab_diphone", "ked_diphone", "don_diphone", "cmu_us_slt_arctic_hts"],
+                   "es": ["el_diphone"]}
+RHVOICE_VOICES = {"en": ["alan", "bdl", "clb", "slt", "evgeniy-eng", "lyubov"]}
+SAME_SPEAKER = {
+    # One recorded speaker behind two engines' voices: they must fall on the same side of the
+    # held-out split, or a "held-out" speaker would be a training speaker again.
+    "festival:kal_diphone": "flite:kal16",
+    "festival:cmu_us_slt_arctic_hts": "flite:slt",
+    "rhvoice:slt": "flite:slt",
+}
 LANGUAGES = ("zh", "en", "de", "fr", "es")
 
 
 @dataclass(frozen=True)
 class Voice:
     engine: str
-    """espeak, mbrola, pico, flite or kokoro."""
+    """espeak, mbrola, pico, flite, festival, rhvoice or kokoro."""
     name: str
     language: str
 
@@ -69,8 +80,10 @@ class Voice:
     @property
     def family(self) -> str:
         """The recorded speaker behind a voice: variants of one MBROLA database are one family.
-        (espeak-ng variants are separate formant settings, each its own voice.)"""
-        return self.id if self.engine == "espeak" else self.id.split("+")[0]
+        (espeak-ng variants are separate formant settings, each its own voice.) Voices of one
+        recorded speaker in two engines (SAME_SPEAKER) are one family too."""
+        base = self.id if self.engine == "espeak" else self.id.split("+")[0]
+        return SAME_SPEAKER.get(base, base)
 
 
 def _espeak_works(voice: str) -> bool:
@@ -89,6 +102,14 @@ def _mbrola_works(voice: str) -> bool:
         except (OSError, subprocess.TimeoutExpired):
             return False
         return out.returncode == 0 and wav.is_file() and wav.stat().st_size > 1000
+
+
+def _festival_has(voice: str) -> bool:
+    return any(Path("/usr/share/festival/voices").glob(f"*/{voice}"))
+
+
+def _rhvoice_has(voice: str) -> bool:
+    return (Path("/usr/share/RHVoice/voices") / voice).is_dir()
 
 
 FINGERPRINT_TEXT = {"zh": "yi1 er4 san1", "en": "one two three", "de": "eins zwei drei", "fr": "un deux trois",
@@ -135,6 +156,10 @@ def available_voices(language: str) -> list[Voice]:
         voices += [Voice("pico", v, language) for v in PICO_VOICES.get(language, [])]
     if shutil.which("flite"):
         voices += [Voice("flite", v, language) for v in FLITE_VOICES.get(language, [])]
+    if shutil.which("text2wave"):
+        voices += [Voice("festival", v, language) for v in FESTIVAL_VOICES.get(language, []) if _festival_has(v)]
+    if shutil.which("RHVoice-test"):
+        voices += [Voice("rhvoice", v, language) for v in RHVOICE_VOICES.get(language, []) if _rhvoice_has(v)]
     if shutil.which("espeak-ng") and language in KOKORO_LANGUAGES:
         voices += [Voice("kokoro", v, language) for v in kokoro_voices()]
     return voices
@@ -217,10 +242,18 @@ def synthesize(text: str, voice: Voice, prosody: Prosody | None = None) -> np.nd
         elif voice.engine == "flite":
             cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={1 / p.rate:.3f}", "-t", spoken,
                    "-o", str(wav)]
+        elif voice.engine == "festival":
+            (Path(tmp) / "in.txt").write_text(spoken)
+            cmd = ["text2wave", "-eval", f"(voice_{voice.name})", "-eval",
+                   f"(Parameter.set 'Duration_Stretch {1 / p.rate:.3f})", str(Path(tmp) / "in.txt"), "-o", str(wav)]
+        elif voice.engine == "rhvoice":  # text on stdin; rate and pitch in percent of the voice's own
+            cmd = ["RHVoice-test", "-p", voice.name, "-r", str(round(100 * p.rate)),
+                   "-t", str(100 + p.pitch - 50), "-o", str(wav)]
         else:
             raise AudioError(f"unknown TTS engine {voice.engine!r}")
         try:
-            out = subprocess.run(cmd, capture_output=True, timeout=30)
+            out = subprocess.run(cmd, capture_output=True, timeout=30,
+                                 input=spoken.encode() if voice.engine == "rhvoice" else None)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise AudioError(f"{voice.id} failed on {text!r}: {exc}") from None
         if out.returncode != 0 or not wav.is_file():

@@ -346,6 +346,43 @@ def test_head_augmentation_defaults_to_utterance_builds():
     assert head_augmentation("command", BuildOptions(head_augment="off", voice_swap=0.5))["voice_swap"] == 0.5
 
 
+@pytest.mark.parametrize("voice", [Voice("festival", "rab_diphone", "en"), Voice("festival", "el_diphone", "es"),
+                                   Voice("rhvoice", "bdl", "en"), Voice("rhvoice", "lyubov", "en")])
+def test_festival_and_rhvoice_speak_at_the_rate_asked(voice):
+    from quantize.voices import Prosody, available_voices
+
+    if voice not in available_voices(voice.language):
+        pytest.skip(f"{voice.id} is not installed (make models-deps)")
+    text = "turn on the lights" if voice.language == "en" else "enciende la luz"
+    slow, fast = (synthesize(text, voice, Prosody(rate=r)) for r in (0.8, 1.25))
+    assert slow.dtype == np.int16 and np.abs(slow).max() > 3000
+    assert 0.6 < len(fast) / 16000 < 2.5
+    assert len(fast) < 0.85 * len(slow)  # the engine took the rate (1.25 / 0.8 would be 0.64)
+
+
+def test_one_speaker_in_two_engines_stays_on_one_side_of_the_split():
+    from quantize.voices import split_voices
+
+    # Flite's kal16 and Festival's kal_diphone are one recorded speaker, as are the slt voices.
+    pairs = [(Voice("flite", "kal16", "en"), Voice("festival", "kal_diphone", "en")),
+             (Voice("flite", "slt", "en"), Voice("festival", "cmu_us_slt_arctic_hts", "en")),
+             (Voice("flite", "slt", "en"), Voice("rhvoice", "slt", "en"))]
+    for a, b in pairs:
+        assert a.family == b.family
+        for fraction in (0.0, 0.2, 0.5, 0.9, 1.0):
+            train, _ = split_voices([a, b, Voice("espeak", "en-us", "en"), Voice("espeak", "en-gb", "en")], fraction)
+            assert (a in train) == (b in train), (a, b, fraction)
+
+
+def test_skip_engine_leaves_its_voices_out():
+    from quantize.build import BuildOptions, choose_voices
+
+    engines = {v.engine for vs in choose_voices("en", BuildOptions(kokoro=False)) for v in vs}
+    opts = BuildOptions(kokoro=False, skip_engines=tuple(engines - {"espeak"}))
+    skipped = {v.engine for vs in choose_voices("en", opts) for v in vs}
+    assert skipped == {"espeak"}
+
+
 def test_no_kokoro_leaves_the_neural_voices_out():
     from quantize.build import BuildOptions, choose_voices
     from quantize.kokoro import kokoro_voices
@@ -527,3 +564,14 @@ def test_heldout_edge_evaluation_refuses_a_wake_bundle_in_one_line(capsys):
     assert main(["-q", "evaluate", "--bundle", str(ROOT / "models" / "en-wake"), "--heldout"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: en-wake:") and "wake" in err and "\n" not in err
+
+
+def test_a_bundle_from_before_festival_and_rhvoice_is_re_planned_without_them():
+    from quantize.negstream import build_options_of
+
+    old = {"training": {"train_voices_by_engine": {"espeak": 19, "kokoro": 11}, "heldout_voices": ["pico:en-GB"]}}
+    assert build_options_of(old).skip_engines == ("festival", "rhvoice")
+    new = {"training": {"train_voices_by_engine": {"espeak": 19, "festival": 3}, "heldout_voices": ["pico:en-GB"]}}
+    assert build_options_of(new).skip_engines == ()
+    recorded = {"training": {"skip_engines": ["rhvoice"], "train_voices_by_engine": {}, "heldout_voices": []}}
+    assert build_options_of(recorded).skip_engines == ("rhvoice",)
