@@ -29,7 +29,7 @@ from edge.vad import VadConfig
 from quantize.augment import AugmentRecipe
 from quantize.catalog import Catalog, load_catalog
 from quantize.convert import io_specs, tflite_predict, to_int8_tflite
-from quantize.corpus import MEL_WINDOW, WINDOW, CorpusRecipe, CorpusWorker, Example, build_features
+from quantize.corpus import MEL_WINDOW, WINDOW, CorpusAudio, CorpusRecipe, Example, build_features
 from quantize.evaluate import WAKE_THRESHOLD_GRID
 from quantize.util import sha256_file
 from quantize.vocabulary import everyday_texts
@@ -324,12 +324,12 @@ def heldout_audio(catalog_path: Path, cat: Catalog, labels: list[str], opts: Bui
     if heldout_voices is not None and sorted(v.id for v in held_v) != sorted(heldout_voices):
         raise ValueError(f"{catalog_path.name}: this machine's voices give other held-out voices than the build's")
     frontend = load_bundle(embedding_path.parent).frontend
-    worker = CorpusWorker(CorpusRecipe(cat.task, frontend, VadConfig(), AugmentRecipe()), str(embedding_path), babble)
+    render = CorpusAudio(CorpusRecipe(cat.task, frontend, VadConfig(), AugmentRecipe()), babble)
     out = []
     for ex in examples:
         if ex.split == "heldout" and (labels_wanted is None or ex.label in labels_wanted):
             with contextlib.suppress(AudioError):
-                out.append((ex, worker.audio_for(ex)[0].astype(np.float32)))
+                out.append((ex, render.audio_for(ex)[0].astype(np.float32)))
     return out
 
 

@@ -85,14 +85,12 @@ def synth_cached(text: str, voice: Voice, prosody: Prosody) -> np.ndarray:
     return audio
 
 
-class CorpusWorker:
-    """Per-process state: one frontend, one VAD, one embedder. Also renders a wake build's
-    held-out negatives again for `negstream`."""
+class CorpusAudio:
+    """Renders an example's audio as the build does (speech placed, augmented, babble from the
+    build's own voices); on its own it re-renders a build's held-out clips (`build.heldout_audio`)."""
 
-    def __init__(self, recipe: CorpusRecipe, embedding_path: str, babble_texts: list[tuple[str, Voice]]) -> None:
+    def __init__(self, recipe: CorpusRecipe, babble_texts: list[tuple[str, Voice]]) -> None:
         self.recipe = recipe
-        self.frontend = Frontend(recipe.frontend)
-        self.embedder = Embedder(embedding_path, recipe.frontend)
         self.babble: list[np.ndarray] = []
         for text, voice in babble_texts:
             with contextlib.suppress(AudioError):
@@ -112,6 +110,14 @@ class CorpusWorker:
         lead = max(0.3, r.total_s - tail - dur * 1.15) + rng.uniform(0, 0.2)
         recipe = MILD if ex.split == "heldout" else r.augment
         return augment(speech, rng, recipe, lead, lead + dur * 1.15 + tail, self.babble)
+
+class CorpusWorker(CorpusAudio):
+    """Per-process state of a feature build: the audio, one frontend, one VAD, one embedder."""
+
+    def __init__(self, recipe: CorpusRecipe, embedding_path: str, babble_texts: list[tuple[str, Voice]]) -> None:
+        super().__init__(recipe, babble_texts)
+        self.frontend = Frontend(recipe.frontend)
+        self.embedder = Embedder(embedding_path, recipe.frontend)
 
     def command_window(self, audio: np.ndarray, speech_end: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """(embedding window, mel window, vad_fired) taken where the device would classify."""
