@@ -25,7 +25,7 @@ from edge.frontend import Frontend, FrontendConfig
 from edge.models import EMBEDDING_HOP, Embedder
 from edge.vad import Vad, VadConfig
 from quantize.augment import MILD, RATE, AugmentRecipe, augment, make_noise, set_level
-from quantize.voices import Prosody, Voice, respelled, synthesize, trim_silence
+from quantize.voices import Prosody, Voice, audio_revision, synthesize, trim_silence
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +63,20 @@ class CorpusRecipe:
                 "augment": self.augment.to_dict(), "total_s": self.total_s, "tail_s": self.tail_s,
                 "embedding": embedding_sha, "examples": [repr(e) for e in examples], "heldout_recipe": MILD.to_dict(),
                 "v": 5}  # 5: the VAD's typical-noise level (edge.vad) moved windows over babble
-        if any(e.voice is not None and respelled(e.voice) for e in examples):
-            data["spanish_mbrola"] = 1  # their audio changed (quantize.spanish_mbrola); other corpora keep their keys
+        # Repaired audio is new audio; corpora without it keep their keys ("own-pho" kept the key
+        # name it had when it was the only repair).
+        revisions = {audio_revision(e.voice) for e in examples if e.voice is not None} - {""}
+        if "own-pho" in revisions:
+            data["spanish_mbrola"] = 1
+        if revisions - {"own-pho"}:
+            data["audio_revisions"] = sorted(revisions - {"own-pho"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def synth_cached(text: str, voice: Voice, prosody: Prosody) -> np.ndarray:
     engine = f"{voice.id}|{text}|{prosody}"
-    if respelled(voice):  # its audio changed: a new cache entry
-        engine += "|own-pho"
+    if audio_revision(voice):  # repaired audio: a new cache entry
+        engine += f"|{audio_revision(voice)}"
     key = hashlib.sha256(engine.encode()).hexdigest()[:20]
     path = CACHE / "synth" / key[:2] / f"{key}.npy"
     if path.is_file():

@@ -222,6 +222,16 @@ def respelled(voice: Voice) -> bool:
     return voice.engine == "mbrola" and voice.language == "es" and drives_spanish_mbrola(voice.name)
 
 
+def audio_revision(voice: Voice) -> str:
+    """Names a repair of a voice's audio made after its first clips were cached, so that caches of
+    the broken audio are not reused: "own-pho", the Spanish MBROLA voices respelled for their
+    databases; "latin1", Festival read its input as Latin-1, and UTF-8 accents came out as noise.
+    Empty for every other voice."""
+    if respelled(voice):
+        return "own-pho"
+    return "latin1" if voice.engine == "festival" else ""
+
+
 def synthesize(text: str, voice: Voice, prosody: Prosody | None = None) -> np.ndarray:
     """Speak `text` with `voice`; int16 mono at 16 kHz. Raises AudioError when the engine fails."""
     p = prosody or Prosody()
@@ -242,8 +252,8 @@ def synthesize(text: str, voice: Voice, prosody: Prosody | None = None) -> np.nd
         elif voice.engine == "flite":
             cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={1 / p.rate:.3f}", "-t", spoken,
                    "-o", str(wav)]
-        elif voice.engine == "festival":
-            (Path(tmp) / "in.txt").write_text(spoken)
+        elif voice.engine == "festival":  # Festival reads Latin-1: UTF-8 "sí" became "sÃ­"
+            (Path(tmp) / "in.txt").write_text(spoken, encoding="latin-1", errors="replace")
             cmd = ["text2wave", "-eval", f"(voice_{voice.name})", "-eval",
                    f"(Parameter.set 'Duration_Stretch {1 / p.rate:.3f})", str(Path(tmp) / "in.txt"), "-o", str(wav)]
         elif voice.engine == "rhvoice":  # text on stdin; rate and pitch in percent of the voice's own
