@@ -389,9 +389,13 @@ def test_skip_engine_leaves_its_voices_out():
     from quantize.build import BuildOptions, choose_voices
 
     engines = {v.engine for vs in choose_voices("en", BuildOptions(kokoro=False)) for v in vs}
-    opts = BuildOptions(kokoro=False, skip_engines=tuple(engines - {"espeak"}))
+    opts = BuildOptions(kokoro=False, skip_engines=(*(engines - {"espeak"}), "festival", "rhvoice"))
     skipped = {v.engine for vs in choose_voices("en", opts) for v in vs}
     assert skipped == {"espeak"}
+    # Festival and RHVoice are opt-in: left out unless asked for.
+    assert not engines & {"festival", "rhvoice"}
+    every = {v.engine for vs in choose_voices("en", BuildOptions(kokoro=False, skip_engines=())) for v in vs}
+    assert every - engines <= {"festival", "rhvoice"}
 
 
 def test_no_kokoro_leaves_the_neural_voices_out():
