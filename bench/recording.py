@@ -155,10 +155,11 @@ MAINSTREAM_ACCENTS = ("en-us+", "en-gb-x-rp")
 
 
 def heldout_voices(count: int, rng: np.random.Generator) -> list:
-    """Voices no polyvox model trains on: every non-espeak held-out voice, then espeak ones."""
-    from quantize.voices import available_voices, split_voices
+    """Voices no polyvox model trains on: every non-espeak held-out voice, then espeak ones (of the
+    engines a build uses by default, so that installing an opt-in engine leaves the recording be)."""
+    from quantize.voices import OPT_IN_ENGINES, available_voices, split_voices
 
-    _, held = split_voices(available_voices("en"), 0.2)
+    _, held = split_voices([v for v in available_voices("en") if v.engine not in OPT_IN_ENGINES], 0.2)
     if not held:
         raise RuntimeError("no English TTS voice is installed; install espeak-ng")
     # Native-accent voices before MBROLA's accented English (mb-de1-en, ...), then espeak variants.

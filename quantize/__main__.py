@@ -43,12 +43,13 @@ def _probability(text: str) -> float:
 def _build(args: argparse.Namespace) -> int:
     from quantize.build import BuildOptions, build
     from quantize.report import write_report
+    from quantize.voices import OPT_IN_ENGINES
 
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
                         embedding_dir=Path(args.embedding), seed=args.seed, members=args.members,
                         head_augment=args.head_augment, voice_swap=args.voice_swap, vtlp=args.vtlp,
                         kokoro=not args.no_kokoro,
-                        skip_engines=tuple(sorted(({"festival", "rhvoice"} - set(args.with_engines))
+                        skip_engines=tuple(sorted((set(OPT_IN_ENGINES) - set(args.with_engines))
                                                   | set(args.skip_engines))),
                         train_reps=args.reps,
                         max_espeak_voices=args.espeak_voices, natural_weight=args.natural_weight)

@@ -33,7 +33,7 @@ from quantize.corpus import MEL_WINDOW, WINDOW, CorpusAudio, CorpusRecipe, Examp
 from quantize.evaluate import WAKE_THRESHOLD_GRID
 from quantize.util import sha256_file
 from quantize.vocabulary import everyday_texts
-from quantize.voices import ESPEAK_VOICES, Prosody, Voice, available_voices, split_voices
+from quantize.voices import ESPEAK_VOICES, OPT_IN_ENGINES, Prosody, Voice, available_voices, split_voices
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class BuildOptions:
     Festival, RHVoice): few, but closest to real speech."""
     kokoro: bool = True
     """Train with the Kokoro voices too (they are most of a first build's time)."""
-    skip_engines: tuple[str, ...] = ("festival", "rhvoice")
+    skip_engines: tuple[str, ...] = OPT_IN_ENGINES
     """TTS engines left out altogether. Festival and RHVoice are opt-in (`--with-engine`): with
     them en-command scored 82.9 % on the real FSDD digits against 86-88 % without (README)."""
     head_augment: str = "auto"

@@ -56,6 +56,8 @@ FLITE_VOICES = {"en": ["slt", "rms", "awb", "kal16"]}
 FESTIVAL_VOICES = {"en": ["kal_diphone", "rab_diphone", "ked_diphone", "don_diphone", "cmu_us_slt_arctic_hts"],
                    "es": ["el_diphone"]}
 RHVOICE_VOICES = {"en": ["alan", "bdl", "clb", "slt", "evgeniy-eng", "lyubov"]}
+OPT_IN_ENGINES = ("festival", "rhvoice")
+"""Engines a build leaves out unless asked (`quantize build --with-engine`): no gain on real speech."""
 SAME_SPEAKER = {
     # One recorded speaker behind two engines' voices: they must fall on the same side of the
     # held-out split, or a "held-out" speaker would be a training speaker again.
