@@ -48,9 +48,9 @@ def _build(args: argparse.Namespace) -> int:
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
                         embedding_dir=Path(args.embedding), seed=args.seed, members=args.members,
                         head_augment=args.head_augment, voice_swap=args.voice_swap, vtlp=args.vtlp,
-                        kokoro=not args.no_kokoro,
                         skip_engines=tuple(sorted((set(OPT_IN_ENGINES) - set(args.with_engines))
-                                                  | set(args.skip_engines))),
+                                                  | set(args.skip_engines)
+                                                  | ({"kokoro"} if args.no_kokoro else set()))),
                         train_reps=args.reps,
                         max_espeak_voices=args.espeak_voices, natural_weight=args.natural_weight)
     out = Path(args.out)
@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                         "voice, the voices "
                         "closest to real speech (default 3; espeak-ng and Kokoro voices: 1)")
     p.add_argument("--no-kokoro", action="store_true",
-                   help="leave out the Kokoro neural voices: a first build several times faster, "
-                        "less robust to real voices")
+                   help="leave out the Kokoro neural voices (as --skip-engine kokoro): a first build "
+                        "several times faster, less robust to real voices")
     p.add_argument("--skip-engine", dest="skip_engines", action="append", default=[],
                    choices=("mbrola", "pico", "flite", "kokoro"), metavar="ENGINE",
                    help="leave out one TTS engine's voices (repeatable; mbrola, pico, flite, kokoro), as a "

@@ -61,11 +61,10 @@ class BuildOptions:
     natural_weight: int = 3
     """Renditions per repetition by each natural-sounding training voice (MBROLA, Pico, Flite,
     Festival, RHVoice): few, but closest to real speech."""
-    kokoro: bool = True
-    """Train with the Kokoro voices too (they are most of a first build's time)."""
     skip_engines: tuple[str, ...] = OPT_IN_ENGINES
     """TTS engines left out altogether. Festival and RHVoice are opt-in (`--with-engine`): with
-    them en-command scored 82.9 % on the real FSDD digits against 86-88 % without (README)."""
+    them en-command scored 82.9 % on the real FSDD digits against 86-88 % without (README).
+    "kokoro" here (`--no-kokoro`) makes a first build several times faster."""
     head_augment: str = "auto"
     """Window shift and mixup while training heads: "on", "shift" (no mixup), "off", or "auto"
     (both for command and phrasebook builds, the shift for wake words; with --quick the shift for
@@ -111,7 +110,7 @@ def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[
     voices = available_voices(language)
     if not voices:
         raise RuntimeError(f"no TTS voice speaks {language!r}; install espeak-ng")
-    skip = set(opts.skip_engines) | ({"kokoro"} if opts.quick or not opts.kokoro else set())
+    skip = set(opts.skip_engines) | ({"kokoro"} if opts.quick else set())
     espeak = sorted((v for v in voices if v.engine == "espeak"), key=lambda v: _stable(v.id))
     others = [v for v in voices if v.engine != "espeak" and v.engine not in skip]
     voices = espeak[: opts.max_espeak_voices] + others

@@ -75,8 +75,9 @@ class CorpusRecipe:
 
 def synth_cached(text: str, voice: Voice, prosody: Prosody) -> np.ndarray:
     engine = f"{voice.id}|{text}|{prosody}"
-    if audio_revision(voice):  # repaired audio: a new cache entry
-        engine += f"|{audio_revision(voice)}"
+    revision = audio_revision(voice)
+    if revision:  # repaired audio: a new cache entry
+        engine += f"|{revision}"
     key = hashlib.sha256(engine.encode()).hexdigest()[:20]
     path = CACHE / "synth" / key[:2] / f"{key}.npy"
     if path.is_file():

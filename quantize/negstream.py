@@ -21,6 +21,7 @@ from quantize.build import BuildOptions, heldout_audio, part_of_keyword
 from quantize.catalog import Catalog, load_catalog
 from quantize.evaluate import WAKE_THRESHOLD_GRID, false_accepts, make_pipeline, stream_scores
 from quantize.util import sha256_file
+from quantize.voices import OPT_IN_ENGINES
 
 log = logging.getLogger(__name__)
 CATALOGS = Path(__file__).resolve().parent.parent / "models" / "catalog"
@@ -35,19 +36,20 @@ def catalog_of(manifest: dict, root: Path = CATALOGS) -> Path | None:
     return None
 
 
-LATER_ENGINES = ("festival", "rhvoice")
-"""TTS engines that joined after the first bundles were built (2026-12-05)."""
-
-
 def skip_engines_of(training: dict) -> tuple[str, ...]:
     """The engines a build left out. Builds record them; one from before they did, that used none
-    of the later engines, was built before those existed, and a rebuild of its corpus here must
-    leave them out too (for the other languages' voices as well)."""
+    of the opt-in engines, was built before those existed (2026-12-05), and a rebuild of its
+    corpus here must leave them out too (for the other languages' voices as well). Kokoro left
+    out shows in the voices a build trained on."""
+    trained = set(training.get("train_voices_by_engine", {}))
     if "skip_engines" in training:
-        return tuple(training["skip_engines"])
-    used = set(training.get("train_voices_by_engine", {}))
-    used |= {v.split(":")[0] for v in training.get("heldout_voices", [])}
-    return () if used & set(LATER_ENGINES) else LATER_ENGINES
+        skipped = set(training["skip_engines"])
+    else:
+        used = trained | {v.split(":")[0] for v in training.get("heldout_voices", [])}
+        skipped = set() if used & set(OPT_IN_ENGINES) else set(OPT_IN_ENGINES)
+    if "kokoro" not in trained:
+        skipped.add("kokoro")
+    return tuple(sorted(skipped))
 
 
 def build_options_of(manifest: dict) -> BuildOptions:
@@ -57,8 +59,7 @@ def build_options_of(manifest: dict) -> BuildOptions:
                         # No train_reps: built before --reps existed, always with 3.
                         train_reps=int(training.get("train_reps", 3)),
                         max_espeak_voices=int(training.get("max_espeak_voices", 24)),
-                        natural_weight=int(training.get("natural_weight", 3)),
-                        kokoro="kokoro" in training.get("train_voices_by_engine", {}), progress=False)
+                        natural_weight=int(training.get("natural_weight", 3)), progress=False)
 
 
 SOUND_ALIKES = "sound-alikes"

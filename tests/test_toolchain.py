@@ -16,6 +16,8 @@ from quantize.catalog import CatalogError, load_catalog, spoken_form
 from quantize.voices import Voice, hanzi_to_pinyin, synthesize
 from tests.conftest import ROOT
 
+NO_KOKORO = ("festival", "kokoro", "rhvoice")  # the default engines without Kokoro
+
 CATALOGS = Path(__file__).resolve().parent.parent / "models" / "catalog"
 REQUIRED = ["lights_on", "lights_off", "brighter", "dimmer", "volume_up", "volume_down", "play", "pause", "stop",
             "next",
@@ -388,13 +390,13 @@ def test_one_speaker_in_two_engines_stays_on_one_side_of_the_split():
 def test_skip_engine_leaves_its_voices_out():
     from quantize.build import BuildOptions, choose_voices
 
-    engines = {v.engine for vs in choose_voices("en", BuildOptions(kokoro=False)) for v in vs}
-    opts = BuildOptions(kokoro=False, skip_engines=(*(engines - {"espeak"}), "festival", "rhvoice"))
+    engines = {v.engine for vs in choose_voices("en", BuildOptions(skip_engines=NO_KOKORO)) for v in vs}
+    opts = BuildOptions(skip_engines=(*(engines - {"espeak"}), "festival", "kokoro", "rhvoice"))
     skipped = {v.engine for vs in choose_voices("en", opts) for v in vs}
     assert skipped == {"espeak"}
     # Festival and RHVoice are opt-in: left out unless asked for.
     assert not engines & {"festival", "rhvoice"}
-    every = {v.engine for vs in choose_voices("en", BuildOptions(kokoro=False, skip_engines=())) for v in vs}
+    every = {v.engine for vs in choose_voices("en", BuildOptions(skip_engines=("kokoro",))) for v in vs}
     assert every - engines <= {"festival", "rhvoice"}
 
 
@@ -406,7 +408,7 @@ def test_no_kokoro_leaves_the_neural_voices_out():
         pytest.skip("Kokoro packages not installed")
     engines = {v.engine for vs in choose_voices("de", BuildOptions()) for v in vs}
     assert "kokoro" in engines
-    engines = {v.engine for vs in choose_voices("de", BuildOptions(kokoro=False)) for v in vs}
+    engines = {v.engine for vs in choose_voices("de", BuildOptions(skip_engines=NO_KOKORO)) for v in vs}
     assert "kokoro" not in engines and "espeak" in engines
 
 
@@ -435,23 +437,24 @@ def test_reps_scales_training_renditions_and_is_read_back_from_the_manifest():
 
     cat = load_catalog(Path(__file__).resolve().parent.parent / "models/catalog/keywords/en-digits.toml")
     labels = ["_unknown_", *cat.intents]
-    train_v, held_v = choose_voices("en", BuildOptions(kokoro=False))
+    train_v, held_v = choose_voices("en", BuildOptions(skip_engines=NO_KOKORO))
     counts = {}
     for reps in (3, 6):
-        ex = make_examples(cat, labels, train_v, held_v, BuildOptions(kokoro=False, train_reps=reps), [])
+        ex = make_examples(cat, labels, train_v, held_v, BuildOptions(skip_engines=NO_KOKORO, train_reps=reps), [])
         trained = sum(e.split == "train" and e.label > 0 for e in ex)
         counts[reps] = (trained, sum(e.split == "heldout" and e.voice is not None for e in ex))
     assert counts[6][0] == 2 * counts[3][0]
     assert counts[6][1] == counts[3][1]  # the held-out speech does not grow with it
     natural = {}
     for weight in (3, 6):
-        ex = make_examples(cat, labels, train_v, held_v, BuildOptions(kokoro=False, natural_weight=weight), [])
+        opts = BuildOptions(skip_engines=NO_KOKORO, natural_weight=weight)
+        ex = make_examples(cat, labels, train_v, held_v, opts, [])
         natural[weight] = sum(e.split == "train" and e.label > 0 and e.voice.engine != "espeak" for e in ex)
     assert natural[6] == 2 * natural[3] > 0
     opts = build_options_of({"training": {"seed": 1, "train_reps": 6, "max_espeak_voices": 48, "natural_weight": 5,
                                           "train_voices_by_engine": {"espeak": 3}}})
-    got = (opts.train_reps, opts.seed, opts.kokoro, opts.max_espeak_voices, opts.natural_weight)
-    assert got == (6, 1, False, 48, 5)
+    got = (opts.train_reps, opts.seed, "kokoro" in opts.skip_engines, opts.max_espeak_voices, opts.natural_weight)
+    assert got == (6, 1, True, 48, 5)
     old = build_options_of({"training": {}})  # built before these options existed
     assert (old.max_espeak_voices, old.natural_weight) == (24, 3)
 
@@ -460,8 +463,8 @@ def test_more_espeak_voices_keep_every_voice_on_its_side():
     """A build with more voices can be compared with the last on the same held-out clips."""
     from quantize.build import BuildOptions, choose_voices
 
-    train24, held24 = choose_voices("es", BuildOptions(kokoro=False))
-    train48, held48 = choose_voices("es", BuildOptions(kokoro=False, max_espeak_voices=48))
+    train24, held24 = choose_voices("es", BuildOptions(skip_engines=NO_KOKORO))
+    train48, held48 = choose_voices("es", BuildOptions(skip_engines=NO_KOKORO, max_espeak_voices=48))
     assert set(held24) < set(held48) and set(train24) < set(train48)
     assert sum(v.engine == "espeak" for v in train48 + held48) == 48
 
@@ -473,7 +476,7 @@ def test_reps_scales_the_voices_per_language_id_text():
     labels = ["_unknown_", *cat.intents]
     per_text = {}
     for reps in (3, 6, 30):  # 30: more renditions per text than there are voices of its language
-        ex, _, _ = make_langid_examples(cat, labels, BuildOptions(kokoro=False, train_reps=reps))
+        ex, _, _ = make_langid_examples(cat, labels, BuildOptions(skip_engines=NO_KOKORO, train_reps=reps))
         text = cat.intents["de"][0]
         spoken = [e for e in ex if e.split == "train" and e.label == labels.index("de") and e.text == text]
         per_text[reps] = len(spoken)
@@ -586,7 +589,12 @@ def test_a_bundle_from_before_festival_and_rhvoice_is_re_planned_without_them():
 
     old = {"training": {"train_voices_by_engine": {"espeak": 19, "kokoro": 11}, "heldout_voices": ["pico:en-GB"]}}
     assert build_options_of(old).skip_engines == ("festival", "rhvoice")
-    new = {"training": {"train_voices_by_engine": {"espeak": 19, "festival": 3}, "heldout_voices": ["pico:en-GB"]}}
+    new = {"training": {"train_voices_by_engine": {"espeak": 19, "festival": 3, "kokoro": 11},
+                        "heldout_voices": ["pico:en-GB"]}}
     assert build_options_of(new).skip_engines == ()
-    recorded = {"training": {"skip_engines": ["rhvoice"], "train_voices_by_engine": {}, "heldout_voices": []}}
+    recorded = {"training": {"skip_engines": ["rhvoice"], "train_voices_by_engine": {"kokoro": 2},
+                             "heldout_voices": []}}
     assert build_options_of(recorded).skip_engines == ("rhvoice",)
+    # --no-kokoro shows in the voices trained on, whether or not the build recorded it
+    no_kokoro = {"training": {"skip_engines": ["festival"], "train_voices_by_engine": {"espeak": 19}}}
+    assert build_options_of(no_kokoro).skip_engines == ("festival", "kokoro")
