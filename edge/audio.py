@@ -820,11 +820,13 @@ class SpeakerSink(_Closing):
 
 
 def open_source(
-    spec: str, *, rate_hz: int = SAMPLE_RATE_HZ, device: str | None = None, realtime: bool = False
+    spec: str, *, rate_hz: int = SAMPLE_RATE_HZ, device: str | None = None, realtime: bool = False,
+    chunk_samples: int = 1280,
 ) -> WavSource | StdinSource | MicSource:
-    """Open a source: "mic" is the microphone, "-" raw PCM on stdin at `rate_hz`, anything else a WAV file."""
+    """Open a source: "mic" is the microphone, "-" raw PCM on stdin at `rate_hz`, anything else a WAV file.
+    The microphone delivers blocks of chunk_samples, the size the loop will read."""
     if spec == "mic":
-        return MicSource(device)
+        return MicSource(device, chunk_samples)
     if device is not None:
         log.warning("--device only applies to the microphone; ignoring it for %r", spec)
     if spec == "-":

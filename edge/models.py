@@ -20,6 +20,8 @@ EMBEDDING_WINDOW = 76
 EMBEDDING_HOP = 8
 """One embedding every 8 frames (80 ms)."""
 EMBEDDING_DIM = 96
+MEL_SCALE, MEL_OFFSET = 0.1, 2.0
+"""The embedding was trained on log-mels scaled x * 0.1 + 2."""
 
 
 def silence_logmel(cfg: FrontendConfig) -> np.ndarray:
@@ -67,8 +69,12 @@ class Embedder:
         if self._since < EMBEDDING_HOP:
             return None
         self._since = 0
-        ordered = np.concatenate([self._ring[self._pos :], self._ring[: self._pos]])
-        return self._embed(ordered)
+        # The ring, oldest frame first, straight into the model's input (no copy in between).
+        scaled = self._input[0, :, :, 0]
+        oldest = EMBEDDING_WINDOW - self._pos
+        np.multiply(self._ring[self._pos :], MEL_SCALE, out=scaled[:oldest])
+        np.multiply(self._ring[: self._pos], MEL_SCALE, out=scaled[oldest:])
+        return self._invoke()
 
     def compute(self, logmel: np.ndarray, first: int = 0) -> np.ndarray:
         """Embeddings of a whole clip, as `push` would give them from a fresh state
@@ -81,9 +87,11 @@ class Embedder:
         return out
 
     def _embed(self, window: np.ndarray) -> np.ndarray:
-        # The embedding was trained on log-mels scaled this way.
-        np.multiply(window, 0.1, out=self._input[0, :, :, 0])
-        self._input += 2.0
+        np.multiply(window, MEL_SCALE, out=self._input[0, :, :, 0])
+        return self._invoke()
+
+    def _invoke(self) -> np.ndarray:
+        self._input += MEL_OFFSET
         self._interp.set_tensor(self._in_index, quantize(self._input, self._in_spec))
         self._interp.invoke()
         out = self._interp.get_tensor(self._out_index).reshape(-1)

@@ -539,6 +539,18 @@ class MqttLink:
             if client is not None and self.connected:
                 item.info = client.publish(out.topic, out.payload, out.qos, out.retain)
 
+    def adopt_events(self, old: MqttLink) -> None:
+        """Take over the events a replaced link (stopped) never got acknowledged, in order; they
+        go out when this one connects. One the old broker took but had not acknowledged may
+        arrive twice, as QoS 1 allows."""
+        with old._send_lock:
+            waiting = old._outbox.undelivered()
+            dropped = old._outbox.dropped
+        with self._send_lock:
+            for item in waiting:
+                self._outbox.put(item.payload)
+            self._outbox.dropped += dropped
+
     def publish_state(self) -> None:
         """Now, and again every state_interval_s unless something changes first."""
         if self.connected:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -73,15 +74,16 @@ class ModelSet:
     language: str
     load_s: float = 0.0
 
-    @property
+    # Cached: the loop asks every frame, and `heads` never changes once loaded.
+    @cached_property
     def wake_heads(self) -> list[Head]:
         return [h for h in self.heads if h.bundle.task == "wake"]
 
-    @property
+    @cached_property
     def command_heads(self) -> list[Head]:
         return [h for h in self.heads if h.bundle.task in ("command", "phrase")]
 
-    @property
+    @cached_property
     def langid_head(self) -> Head | None:
         return next((h for h in self.heads if h.bundle.task == "langid"), None)
 
@@ -93,12 +95,20 @@ class ModelSet:
         return sorted({lab for h in self.heads for lab in h.bundle.labels if not lab.startswith("_")})
 
 
+LISTENING_TASKS = ("wake", "command", "phrase", "langid")
+"""Bundle tasks the pipeline runs; the speech embedding is loaded through the bundles that use it."""
+
+
 def load_models(paths: list[Path], frontend: FrontendConfig, num_threads: int = 1) -> ModelSet:
     """Load and validate bundles; all embedding heads share one embedder."""
     t0 = time.perf_counter()
     bundles = [load_bundle(p, frontend) for p in paths]
     if not bundles:
         raise BundleError("no model bundles to load")
+    for b in bundles:
+        if b.task not in LISTENING_TASKS:
+            raise BundleError(f"bundle '{b.path}': task {b.task!r} is not a model to listen with "
+                              f"(those are {', '.join(LISTENING_TASKS)})")
     embedder = None
     emb_paths = {b.embedding_path for b in bundles if b.input_features == "embedding"}
     if len(emb_paths) > 1:
@@ -114,6 +124,13 @@ def load_models(paths: list[Path], frontend: FrontendConfig, num_threads: int = 
         heads.append(Head(b, runner, decision, wake))
     languages = sorted({b.language for b in bundles})
     return ModelSet(heads, embedder, "+".join(languages), time.perf_counter() - t0)
+
+
+def check_wake(models: ModelSet, wake: str) -> None:
+    """wake = "on" with no wake model would never let a command through: say so instead."""
+    if wake == "on" and not models.wake_heads:
+        raise BundleError(f"wake is on but no wake model is loaded for {models.language} "
+                          "(phrasebooks and --bundle lists without one have none); use --wake auto or off")
 
 
 @dataclass
@@ -206,7 +223,8 @@ class Pipeline:
         clock = time.process_time
 
         t0 = clock()
-        if self.muted or self.time_of(self.frame) < self.deaf_until_s:
+        deaf = self.muted or self.time_of(self.frame) < self.deaf_until_s
+        if deaf:
             samples = np.zeros(len(samples), dtype=np.float32)
         feats = self.frontend.process(samples)
         energy, flatness = self.frontend.energy_db, self.frontend.flatness
@@ -219,7 +237,11 @@ class Pipeline:
             self.frame += 1
 
             t0 = clock()
-            utterance = self.vad.step(float(energy[i]), float(flatness[i]))
+            if deaf:
+                self.vad.hold()
+                utterance = None
+            else:
+                utterance = self.vad.step(float(energy[i]), float(flatness[i]))
             t1 = clock()
             cpu["vad"] += t1 - t0
 

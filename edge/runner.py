@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from edge.audio import open_source
+from edge.audio import AudioError, open_source
 from edge.bundle import BundleError, find_bundles, read_manifest
 from edge.config import RunConfig, frontend_config, heard_languages
 from edge.events import Event
-from edge.pipeline import ModelSet, Pipeline, PipelineConfig, load_models
+from edge.pipeline import ModelSet, Pipeline, PipelineConfig, check_wake, load_models
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,10 @@ class Runner:
         t0 = time.perf_counter()
         # The source first: a missing file or microphone is the likelier mistake.
         self.source = open_source(cfg.source, rate_hz=cfg.rate_hz, device=cfg.device or None,
-                                  realtime=cfg.realtime)
+                                  realtime=cfg.realtime, chunk_samples=cfg.chunk_samples)
         try:
             self.models = load_language(cfg)
+            check_wake(self.models, cfg.wake)
         except BaseException:
             self.source.close()
             raise
@@ -90,7 +92,8 @@ class Runner:
         self.startup_s = time.perf_counter() - t0
         self.sinks = sinks if sinks is not None else [stdout_sink]
         self.translator = None
-        self.speech_out = None
+        self.speech_out: Any = None
+        self._speech_lock = threading.Lock()
         if cfg.mode == "translate":
             self.set_translation(cfg.target_language)
         self._stop = threading.Event()
@@ -107,14 +110,21 @@ class Runner:
 
         self.use_translator(Translator(self.pipeline.models, target_language))
 
-    def use_translator(self, translator: Any) -> None:
-        """Install (or, with None, remove) the translator; opens the speech output on first use."""
+    def open_speech_out(self) -> None:
+        """Open --output or the speaker once; AudioError (one line) when it cannot be. A service
+        calls this before it switches to translation, so a missing speaker refuses the switch."""
         from edge.audio import SpeakerSink, WavSink
 
+        with self._speech_lock:
+            if self.speech_out is None:
+                device = self.cfg.output_device or None
+                self.speech_out = WavSink(self.cfg.output) if self.cfg.output else SpeakerSink(device)
+
+    def use_translator(self, translator: Any) -> None:
+        """Install (or, with None, remove) the translator; opens the speech output on first use."""
+        if translator is not None:
+            self.open_speech_out()
         self.translator = translator
-        if translator is not None and self.speech_out is None:
-            device = self.cfg.output_device or None
-            self.speech_out = WavSink(self.cfg.output) if self.cfg.output else SpeakerSink(device)
 
     def translate(self, events: list[Event]) -> list[Event]:
         """Replace phrase events by translation events and speak the target phrase; the pipeline
@@ -129,9 +139,15 @@ class Runner:
                 continue
             # A file gets half a second of silence around each phrase, as a listener's room would.
             pause = np.zeros(8000 if self.cfg.output else 0, dtype=np.int16)
-            self.speech_out.write(np.concatenate([pause, result.audio, pause]))
-            speech_s = len(result.audio) / 16000
-            self.pipeline.deaf_until_s = self.pipeline.time_of(self.pipeline.frame) + speech_s
+            try:
+                self.speech_out.write(np.concatenate([pause, result.audio, pause]))
+                result.event.extra["spoken"] = True
+            except AudioError as exc:  # an unplugged speaker: keep listening, still publish the event
+                log.error("translation not spoken: %s", exc)
+                result.event.extra["spoken"] = False
+            else:
+                speech_s = len(result.audio) / 16000
+                self.pipeline.deaf_until_s = self.pipeline.time_of(self.pipeline.frame) + speech_s
             # End of the source utterance → first target sample: decision delay in stream time
             # plus the wall time to look up and render the phrase.
             result.event.extra["speech_latency_s"] = round(
@@ -144,8 +160,20 @@ class Runner:
             for sink in self.sinks:
                 try:
                     sink(event)
+                except BrokenPipeError:  # `polyvox run | head -1`: whoever read the events is gone
+                    self._stdout_closed()
                 except Exception:  # a broken sink must not stop listening
                     log.exception("event sink failed")
+
+    def _stdout_closed(self) -> None:
+        """Stop, as a Unix filter does when its reader has gone."""
+        if not self._stop.is_set():
+            log.info("stdout was closed; stopping")
+        # Later writes (and the interpreter's flush at exit) go nowhere instead of failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        self.stop()
 
     def run(self) -> dict:
         cpu0, wall0 = time.process_time(), time.perf_counter()

@@ -29,7 +29,7 @@ from edge.bundle import BundleError, find_bundles, read_manifest
 from edge.config import LANGUAGES, MODES, ConfigError, RunConfig, canonical_language, heard_languages, load_config
 from edge.events import Event
 from edge.mqtt import DiscoveryInfo, LinkSettings, MqttLink
-from edge.pipeline import ModelSet
+from edge.pipeline import ModelSet, check_wake
 from edge.runner import Runner, load_language, resolve_bundles, stdout_sink
 from edge.sdnotify import Watchdog, notify
 
@@ -139,6 +139,9 @@ class Service:
         """Re-reads the configuration for SIGHUP; set by run_service."""
         self.metrics: dict[str, Any] | None = None
         self._switch: _Switch | None = None
+        self._wanted = (self.control.language, self.control.mode)
+        """The language and mode of the latest request, loaded or not: the next request starts
+        from it, so two settings sent close together both take effect."""
         self._generation = 0
         self._lock = threading.Lock()
         self._started = time.monotonic()
@@ -158,18 +161,25 @@ class Service:
         """Load `code`'s bundles in the background; the audio thread swaps them in between two
         chunks, so nothing restarts and no audio is lost. Unknown language or no models:
         ValueError (one sentence), state unchanged."""
-        self._switch_to(canonical_language(code), self.control.mode)
+        code = canonical_language(code)
+        with self._lock:
+            mode = self._wanted[1]
+        self._switch_to(code, mode, "language", code)
 
-    def _switch_to(self, code: str, mode: str) -> None:
+    def _switch_to(self, code: str, mode: str, setting: str, payload: str, reload_models: bool = False) -> None:
+        """Load `code`'s models for `mode` unless they are what is listening and nothing else is
+        on its way; `setting`=`payload` names the request in a refusal. reload_models: load
+        anew even so (the models folder or bundle list changed)."""
         paths = self._bundle_paths(code, mode)
         with self._lock:
             self._generation += 1
             generation = self._generation
+            self._wanted = (code, mode)
             if (code == self.control.language and mode == self.control.mode and self._switch is None
-                    and self.runner.pipeline.models.language == code):
-                self._changed()
+                    and self.runner.pipeline.models.language == code and not reload_models):
+                self._changed()  # also cancels a load on its way (its generation is stale)
                 return
-        threading.Thread(target=self._load, args=(code, paths, generation, time.monotonic(), mode),
+        threading.Thread(target=self._load, args=(code, paths, generation, time.monotonic(), mode, setting, payload),
                          name=f"polyvox-load-{code}", daemon=True).start()
 
     def set_mode(self, mode: str) -> None:
@@ -177,18 +187,19 @@ class Service:
         background, like a language switch."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-        if mode == self.control.mode:
-            self._changed()
-            return
-        self._switch_to(self.control.language, mode)
+        with self._lock:
+            language = self._wanted[0]
+        self._switch_to(language, mode, "mode", mode)
 
     def set_target_language(self, code: str) -> None:
         if code not in LANGUAGES:
             raise ValueError(f"unknown target language {code!r}; choose from {', '.join(LANGUAGES)}")
-        translator = self.runner.translator
-        if translator is not None:
-            translator.set_target(code)  # renders the phrasebook in the new language first
-        self.control.target_language = code
+        with self._lock:
+            self.control.target_language = code  # a translate load on its way reads it when done
+            pending = self._switch.translator if self._switch is not None else None
+        for translator in (self.runner.translator, pending):
+            if translator is not None:
+                translator.set_target(code)  # renders the phrasebook in the new language first
         self._changed()
 
     def set_mute(self, muted: bool) -> None:
@@ -284,13 +295,17 @@ class Service:
             log.warning("reload: %s take effect at the next start", ", ".join(later))
         self.cfg = cfg
         changed: list[str] = []
+        new_models = (cfg.models_dir, cfg.bundles) != (old.models_dir, old.bundles)
         steps: list[tuple[str, bool, Callable[[], None]]] = [
-            ("language", (cfg.language, cfg.models_dir, cfg.bundles) != (old.language, old.models_dir, old.bundles),
-             lambda: self.set_language(cfg.language)),
+            ("language", cfg.language != old.language or new_models,
+             lambda: self._switch_to(canonical_language(cfg.language), self._wanted[1], "language", cfg.language,
+                                     reload_models=new_models)),
             ("mode", cfg.mode != old.mode, lambda: self.set_mode(cfg.mode)),
             ("target_language", cfg.target_language != old.target_language,
              lambda: self.set_target_language(cfg.target_language)),
             ("sensitivity", cfg.sensitivity != old.sensitivity, lambda: self.set_sensitivity(cfg.sensitivity)),
+            ("langid", (cfg.langid_rule, cfg.language_memory_s) != (old.langid_rule, old.language_memory_s),
+             lambda: self._set_langid(cfg.langid_rule, cfg.language_memory_s)),
         ]
         for name, differs, apply in steps:
             if not differs:
@@ -308,6 +323,11 @@ class Service:
             changed.append("json")
         log.info("reload: %s", ", ".join(changed) if changed else "nothing to change")
         return changed
+
+    def _set_langid(self, rule: str, memory_s: float) -> None:
+        pipeline = self.runner.pipeline
+        # One assignment: the audio thread reads the old config or the new one, never half of each.
+        pipeline.cfg = replace(pipeline.cfg, langid_rule=rule, language_memory_s=memory_s)
 
     def request_stop(self) -> None:
         """Ask run() to shut down; safe from a signal handler (only sets a flag)."""
@@ -383,6 +403,11 @@ class Service:
         if old is not None:
             old.stop(LINK_STOP_S)
         self.link = MqttLink(settings, self) if settings else None
+        if old is not None:
+            if self.link is not None:
+                self.link.adopt_events(old)  # a fixed broker URL delivers what the old one could not
+            elif old.events_waiting:
+                log.warning("MQTT turned off: %d undelivered events dropped", old.events_waiting)
         self._rewire()
         if self.link is not None and self._running:
             self.link.start()
@@ -405,20 +430,27 @@ class Service:
         return paths
 
     def _load(self, code: str, paths: list[Path], generation: int, requested_at: float,
-              mode: str = "command") -> None:
+              mode: str, setting: str, payload: str) -> None:
         try:
             models = load_language(replace(self.cfg, bundles=tuple(str(p) for p in paths)), code, mode)
+            check_wake(models, self.cfg.wake)
             translator = None
             if mode == "translate":
                 from edge.translate import Translator
 
+                self.runner.open_speech_out()  # no speaker: refused here, not a dead audio thread
                 translator = Translator(models, self.control.target_language)
+                while translator.target_language != self.control.target_language:  # changed meanwhile
+                    translator.set_target(self.control.target_language)
         except Exception as exc:  # a thread's exception would vanish; report it where people look
-            self._refuse("language", code, f"cannot load the {code} models: {exc}")
+            with self._lock:
+                if generation == self._generation:  # the next request starts from what listens
+                    self._wanted = (self.control.language, self.control.mode)
+            self._refuse(setting, payload, f"cannot load the {code} {mode} models: {exc}")
             return
         with self._lock:
             if generation != self._generation:
-                log.info("%s models loaded but a newer language request replaced them", code)
+                log.info("%s models loaded but a newer request replaced them", code)
                 return
             self._switch = _Switch(code, models, requested_at, mode, translator)
             self.runner.pipeline.swap_models(models)

@@ -46,6 +46,8 @@ class VadConfig:
     def __post_init__(self) -> None:
         if self.hangover_s <= 0 or self.start_frames < 1 or not 0 < self.max_flatness <= 1:
             raise ValueError("vad: hangover_s must be > 0, start_frames >= 1, max_flatness in (0, 1]")
+        if min(self.frame_s, self.floor_window_s, self.max_utterance_s) <= 0 or self.min_utterance_s < 0:
+            raise ValueError("vad: frame_s, floor_window_s and max_utterance_s must be > 0, min_utterance_s >= 0")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,14 @@ class Vad:
             and energy_db > self.cfg.min_energy_db
             and flatness < self.cfg.max_flatness
         )
+
+    def hold(self) -> None:
+        """A frame not heard (muted, or the box speaking): time passes, an open utterance is
+        dropped, and the noise statistics keep the room's level rather than learn digital
+        silence, which would make the room's own noise open an utterance when sound returns."""
+        self.frame += 1
+        self.in_speech = False
+        self._run = 0
 
     def step(self, energy_db: float, flatness: float) -> Utterance | None:
         cfg = self.cfg

@@ -458,3 +458,17 @@ def test_mic_stall_raises(unopened_mic: MicSource, monkeypatch: pytest.MonkeyPat
         next(unopened_mic.chunks(100))
     assert "\n" not in str(err.value)
     unopened_mic.close()
+
+
+def test_the_microphone_delivers_blocks_of_the_configured_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """chunk_samples = 640 halves the decision latency only if PortAudio hands over 640 at a time."""
+    asked: dict[str, object] = {}
+
+    def fake_open(device, output, frames_per_buffer, stream_callback, start):  # no sound card here
+        asked["frames_per_buffer"] = frames_per_buffer
+        raise AudioError("no sound card found")
+
+    monkeypatch.setattr(audio, "_open_device", fake_open)
+    with pytest.raises(AudioError):
+        open_source("mic", chunk_samples=640)
+    assert asked["frames_per_buffer"] == 640

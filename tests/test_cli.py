@@ -51,6 +51,27 @@ def test_config_unknown_key_and_bad_value(tmp_path: Path):
     _one_line_error(_run("run", "--config", str(cfg)), "language_memory_s")
     cfg.write_text('[vad]\nhangover = 1\n')
     _one_line_error(_run("run", "--config", str(cfg)), "vad.hangover")
+    cfg.write_text('[vad]\nframe_s = 0\n')
+    _one_line_error(_run("run", "--config", str(cfg)), "frame_s")
+
+
+def test_a_bundle_that_cannot_listen_and_wake_on_without_a_wake_model():
+    demo = str(ROOT / "models" / "demo" / "demo-en.wav")
+    _one_line_error(_run("run", "--source", demo, "--bundle", "models/embedding"), "models/embedding", "embedding")
+    # Without a wake model, wake on would let nothing through, silently.
+    _one_line_error(_run("run", "--source", demo, "--bundle", "models/en-command", "--wake", "on"),
+                    "no wake model", "--wake auto")
+
+
+def test_a_closed_stdout_stops_the_run_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--source", "models/demo/demo-en.wav", "--realtime"],
+                            cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # `polyvox run ... | head -1`
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert first.startswith("{") and proc.returncode == 0, err
+    assert "Traceback" not in err and "stdout was closed; stopping" in err
 
 
 def test_missing_bundle(tmp_path: Path):

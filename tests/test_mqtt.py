@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -717,3 +717,34 @@ def test_tls_with_a_private_ca(tmp_path, models_dir, spawn, observe):
     finally:
         tls.stop()
 
+
+
+def test_a_reload_to_a_working_broker_delivers_what_the_unreachable_one_could_not(broker, models_dir, tmp_path,
+                                                                                  observe):
+    from edge.audio import write_wav
+    from edge.config import RunConfig
+    from edge.service import Service
+    from tests.conftest import with_silence
+
+    obs = observe(broker.port, ("polyvox/relink/event",))
+    wav = tmp_path / "words.wav"
+    write_wav(wav, np.concatenate([with_silence(espeak("seven", "en-us", 150), espeak("stop", "en-us", 150)),
+                                   np.zeros(16000 * 20, dtype=np.int16)]))
+    wrong = MqttConfig(url=f"mqtt://127.0.0.1:{_free_port()}", device_id="relink")  # nobody listens there
+    cfg = RunConfig(source=str(wav), models_dir=str(models_dir), language="en", wake="off", realtime=True,
+                    mqtt=wrong)
+    service = Service(cfg, thermal_path=Path("/nonexistent"))
+    runner = threading.Thread(target=service.run, daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 15
+        while service.link.events_waiting < 2:
+            assert time.monotonic() < deadline, "the two words were not heard"
+            time.sleep(0.05)
+        # The URL fixed in the file, then SIGHUP: the queued events go to the new broker.
+        service.reload(replace(cfg, mqtt=replace(wrong, url=f"mqtt://127.0.0.1:{broker.port}")))
+        got = obs.wait(lambda ms: len(ms) >= 2 and ms, 15, "the queued events")
+        assert [json.loads(m.payload)["intent"] for m in got] == ["seven", "stop"]
+    finally:
+        service.request_stop()
+        runner.join(5)

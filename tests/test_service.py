@@ -258,3 +258,56 @@ def test_systemd_hears_ready_watchdog_and_stopping(tiny_bundle, tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert lines[0] == "READY=1" and lines[-1] == "STOPPING=1", lines
     assert lines.count("WATCHDOG=1") >= 5  # about every 0.1 s of a 3 s real-time run
+
+
+def _loads_done(timeout: float = 30.0) -> None:
+    _wait(lambda: not any(t.name.startswith("polyvox-load") for t in threading.enumerate()), timeout)
+
+
+def test_two_settings_sent_close_together_both_take_effect(wav, tmp_path):
+    """Two Home Assistant selects in a row: the second request starts from the first, not from
+    what was listening while the first one loaded."""
+    service = Service(RunConfig(source=str(wav), models_dir=str(ROOT / "models"), language="en", wake="off",
+                                output=str(tmp_path / "spoken.wav")), thermal_path=Path("/nonexistent"))
+    service.set_language("de")
+    service.set_mode("translate")
+    _loads_done()
+    service.run()
+    assert (service.control.language, service.control.mode) == ("de", "translate")
+    assert [h.bundle.name for h in service.runner.pipeline.models.heads] == ["de-phrase"]
+    assert service.runner.translator is not None
+
+    service = Service(replace(service.cfg, mode="command", language="en"), thermal_path=Path("/nonexistent"))
+    service.set_mode("translate")
+    service.set_mode("command")  # changed their mind before the phrasebook was listening
+    _loads_done()
+    service.run()
+    assert (service.control.mode, service.runner.translator) == ("command", None)
+    assert {h.bundle.task for h in service.runner.pipeline.models.heads} == {"command", "wake"}
+
+
+def test_translate_without_a_speaker_is_refused_and_listening_goes_on(wav, caplog):
+    service = Service(RunConfig(source=str(wav), models_dir=str(ROOT / "models"), language="en", wake="off",
+                                output_device="no-such-speaker-here"), thermal_path=Path("/nonexistent"))
+    service.set_mode("translate")
+    _loads_done()
+    service.run()  # the audio thread never saw the switch, so nothing could kill it
+    assert service.control.mode == "command"
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and refusals[0].startswith("mode=translate refused: cannot load the en translate")
+    assert "\n" not in refusals[0]
+    service.set_language("en")  # and the next request starts from command mode again
+    assert service._wanted == ("en", "command")
+
+
+def test_reload_applies_a_new_models_folder_and_language_id_rule(two_languages, wav, tmp_path):
+    service = _service(two_languages, str(wav))
+    other = tmp_path / "other-models"
+    _copy_as(two_languages / "en-tiny", other / "en-other", "en")
+    changed = service.reload(replace(service.cfg, models_dir=str(other), langid_rule="argmax",
+                                     language_memory_s=0.0))
+    assert changed == ["language", "langid"]
+    _loads_done()
+    service.run()
+    assert [h.bundle.name for h in service.runner.pipeline.models.heads] == ["en-other"]
+    assert (service.runner.pipeline.cfg.langid_rule, service.runner.pipeline.cfg.language_memory_s) == ("argmax", 0.0)

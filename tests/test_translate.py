@@ -156,3 +156,17 @@ def test_stream_evaluation_carries_the_memory_from_turn_to_turn():
     # German "nein" is English "nine" on its own, German after "danke".
     assert result["speakers"]["memory_0s"]["language_right"] == 3
     assert result["speakers"]["memory_60s"]["language_right"] == 4
+
+
+def test_a_speech_output_that_fails_loses_no_translation(tmp_path: Path):
+    """A full disk or an unplugged speaker: the box says so and keeps listening and publishing."""
+    book = _phrasebook()
+    wav = tmp_path / "two.wav"
+    write_wav(wav, with_silence(*[_say(book[p]["en"], "en") for p in PHRASES[:2]], gap_s=3.0))
+    proc = subprocess.run([sys.executable, "-m", "edge", "run", "--wake", "off", "--mode", "translate", "--language",
+                           "en", "--target-language", "de", "--source", str(wav), "--output", "/dev/full"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    events = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [(e["phrase"], e["spoken"]) for e in events] == [(p, False) for p in PHRASES[:2]], proc.stderr
+    assert proc.stderr.count("translation not spoken: cannot write '/dev/full'") == 2
+    assert "Traceback" not in proc.stderr

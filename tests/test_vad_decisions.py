@@ -103,3 +103,25 @@ def test_sensitivity_moves_a_near_certain_wake_threshold_smoothly_and_never_caps
     d = WakeDecider(("_unknown_", "wake"), cfg)
     assert d.update(np.array([0.002, 0.998]), 0.0) is None
     assert d.update(np.array([0.002, 0.998]), 0.2, sensitivity=0.75) is not None
+
+
+def test_frames_not_heard_keep_the_rooms_noise_level():
+    """Muted, or the box speaking: zeros reach the frontend, and a VAD that learned their level
+    would take the room's own noise for speech when sound returns."""
+    rng = np.random.default_rng(0)
+    room = 60.0 + rng.normal(0, 1.5, 900)  # steady fan noise, not flat enough to rule out by flatness
+    silence_db = 5.0  # digital zeros through the frontend's dither
+
+    def utterances(hold: bool) -> list:
+        vad = Vad(VadConfig())
+        found = [vad.step(e, 0.3) for e in room[:300]]
+        for _ in range(300):  # three seconds muted
+            if hold:
+                vad.hold()
+            else:
+                found.append(vad.step(silence_db, 0.3))
+        found += [vad.step(e, 0.3) for e in room[300:]]
+        return [u for u in found if u is not None]
+
+    assert utterances(hold=True) == []
+    assert len(utterances(hold=False)) == 1  # what learning the zeros did: a false utterance
