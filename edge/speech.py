@@ -38,7 +38,7 @@ class Tts:
                 raise AudioError(f"no voice for language {language!r}")
             with tempfile.TemporaryDirectory() as tmp:
                 wav = Path(tmp) / "say.wav"
-                proc = subprocess.run(["espeak-ng", "-v", voice, "-s", str(self.rate_wpm), "-w", str(wav), text],
+                proc = subprocess.run(["espeak-ng", "-v", voice, "-s", str(self.rate_wpm), "-w", str(wav), "--", text],
                                       capture_output=True, timeout=20)
                 if proc.returncode != 0 or not wav.is_file():
                     raise AudioError(f"espeak-ng failed to say {text!r}: {proc.stderr.decode(errors='replace')[:200]}")

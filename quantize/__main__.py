@@ -52,7 +52,8 @@ def _build(args: argparse.Namespace) -> int:
                                                   | set(args.skip_engines)
                                                   | ({"kokoro"} if args.no_kokoro else set()))),
                         train_reps=args.reps,
-                        max_espeak_voices=args.espeak_voices, natural_weight=args.natural_weight)
+                        max_espeak_voices=args.espeak_voices, natural_weight=args.natural_weight,
+                        progress=not args.quiet)
     out = Path(args.out)
     manifest = build(Path(args.catalog), out, opts, language=args.language)
     if manifest["task"] in ("command", "phrase") and not args.quick:
@@ -73,9 +74,10 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _record(bundle: Path, key: str, value: dict) -> None:
+    from edge.bundle import read_manifest
     from quantize.report import write_report
 
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = read_manifest(bundle)
     manifest["metrics"][key] = value
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     write_report(bundle, manifest)
@@ -96,8 +98,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     if args.real:
-        from quantize.realdev import evaluate_real
+        from quantize.realdev import REAL_DEV, evaluate_real
 
+        if not REAL_DEV.is_dir():  # a Pi: keep the figures measured where the recordings were
+            print(f"error: no real recordings at {REAL_DEV}; the recorded figures stay as they are", file=sys.stderr)
+            return 2
         real = evaluate_real(Path(args.bundle), progress=not args.quiet)
         _record(Path(args.bundle), "real", real)
         print(json.dumps(real, indent=2))
@@ -109,9 +114,32 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not items:
         print(f"error: no labelled audio found in {args.data}", file=sys.stderr)
         return 2
+    problem = _data_problem(Path(args.bundle), items)
+    if problem:
+        print(f"error: {args.data}: {problem}", file=sys.stderr)
+        return 2
     res = evaluate_commands(Path(args.bundle), items, progress=not args.quiet)
     print(json.dumps(res.to_dict(), indent=2))
     return 0
+
+
+def _data_problem(bundle: Path, items: list[tuple[Path, str]]) -> str | None:
+    """What would make `evaluate --data` score something other than what was asked, or None."""
+    from edge.bundle import UNKNOWN, read_manifest
+
+    manifest = read_manifest(bundle)
+    if manifest.get("task") not in ("command", "phrase"):
+        return (f"--data scores command and phrase bundles, and {bundle} is a {manifest.get('task')} bundle "
+                "(wake bundles: --real)")
+    missing = [p for p, _ in items if not p.is_file()]
+    if missing:
+        return (f"{len(missing)} of {len(items)} audio files not found, the first '{missing[0]}' "
+                "(paths in a TSV are relative to the TSV's folder)")
+    unknown = sorted({intent for _, intent in items} - set(manifest.get("labels", [])) - {UNKNOWN})
+    if unknown:
+        return (f"intent {unknown[0]!r} is not one of {bundle.name}'s labels "
+                f"(use {UNKNOWN} for clips that must not fire)")
+    return None
 
 
 def _recalibrate(args: argparse.Namespace) -> int:
@@ -171,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", action="append", choices=ARCHS,
                    help="candidate architecture (repeatable); default: cnn and cgru (wake: cnn and dense); "
                         "dense with --quick")
-    p.add_argument("--members", type=int, default=0,
+    p.add_argument("--members", type=_at_least_one, default=0,
                    help="heads trained per candidate and averaged into one model; default: 3 for phrasebooks "
                         "and language id, 2 for commands, 1 for wake words and --quick")
-    p.add_argument("--workers", type=int, default=2, help="processes for synthesis and features")
+    p.add_argument("--workers", type=_at_least_one, default=2, help="processes for synthesis and features")
     p.add_argument("--embedding", default=str(MODELS / "embedding"), help="speech-embedding bundle")
     p.add_argument("--no-real", action="store_true", help="skip evaluation on ../shared/data/real-dev")
     p.add_argument("--seed", type=int, default=0,
@@ -217,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("evaluate", help="evaluate a bundle through the edge loop on labelled audio")
     p.add_argument("--bundle", required=True)
-    p.add_argument("--data", help="folder of FSDD-style digit WAVs, or a TSV of file<TAB>intent")
+    p.add_argument("--data", help="folder of FSDD-style digit WAVs, or a TSV of file<TAB>intent (paths relative "
+                                  "to the TSV's folder; intent _unknown_ for clips that must not fire)")
     p.add_argument("--real", action="store_true",
                    help="evaluate on ../shared/data/real-dev as the build does and record it in the manifest")
     p.add_argument("--heldout", action="store_true",

@@ -379,6 +379,9 @@ def calibrate_command_threshold(probs: np.ndarray, y: np.ndarray) -> tuple[float
 def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str | None = None) -> dict:
     t_start = time.time()
     cat = load_catalog(catalog_path, language)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out '{out_dir}' is a file; give a folder for the bundle")
+    out_dir.mkdir(parents=True, exist_ok=True)  # now, not after half an hour of synthesis
     labels = [UNKNOWN] + (["wake"] if cat.task == "wake" else cat.labels)
     emb_bundle = load_bundle(opts.embedding_dir)
     frontend: FrontendConfig = emb_bundle.frontend
@@ -398,7 +401,6 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
 
     from quantize.train import TrainConfig, ensemble, head_width, predict, train
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     candidates = []
     logits = cat.task == "wake"  # int8 posteriors saturate where a wake threshold must sit (see convert)
     members = ensemble_size(cat.task, opts)

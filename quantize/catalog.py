@@ -12,7 +12,7 @@ from quantize.voices import LANGUAGES
 TASKS = ("command", "wake", "phrase", "langid")
 
 
-class CatalogError(Exception):
+class CatalogError(ValueError):
     """A catalog that cannot be used; one line naming the file and the problem."""
 
 
@@ -66,17 +66,33 @@ def load_catalog(path: str | Path, language: str | None = None) -> Catalog:
         if not isinstance(phrasings, list) or not phrasings or not all(isinstance(p, str) and p.strip()
                                                                        for p in phrasings):
             raise CatalogError(f"catalog '{path}': intent {key!r} needs one or more non-empty phrasings")
+        if unspeakable := next((p for p in phrasings if not spoken_form(p)), None):
+            raise CatalogError(f"catalog '{path}': intent {key!r}: {unspeakable!r} has no letter or digit to say")
         if key.startswith("_"):
             raise CatalogError(f"catalog '{path}': intent ids may not start with '_' ({key!r})")
         intents[key] = tuple(p.strip() for p in phrasings)
     neg = data.get("negatives", {})
+    if isinstance(neg, dict) and (typo := sorted(set(neg) - {"phrases"})):
+        raise CatalogError(f"catalog '{path}': unknown key 'negatives.{typo[0]}' (the list is negatives.phrases)")
     negatives = neg.get("phrases", []) if isinstance(neg, dict) else neg
     if not isinstance(negatives, list) or not all(isinstance(p, str) for p in negatives):
         raise CatalogError(f"catalog '{path}': negatives.phrases must be a list of strings")
-    said = {spoken_form(p): key for key, ps in intents.items() for p in ps}
+    said: dict[str, str] = {}
+    for key, ps in intents.items():
+        for p in ps:
+            other = said.setdefault(spoken_form(p), key)
+            # One sound, two labels: the model could only guess. (Language id is the exception:
+            # German and English "Pause" are two languages' words.)
+            if other != key and task != "langid":
+                raise CatalogError(f"catalog '{path}': {p!r} of intent {key!r} sounds like a phrasing of {other!r}")
     for text in negatives:
         if (intent := said.get(spoken_form(text))) is not None:
             raise CatalogError(f"catalog '{path}': negative {text!r} is also a phrasing of intent {intent!r}")
+    if task == "wake":
+        if len(intents) != 1:
+            raise CatalogError(f"catalog '{path}': a wake catalog holds one intent, the wake phrase and its "
+                               f"phrasings, not {len(intents)} ({', '.join(intents)})")
+        intents = {"wake": next(iter(intents.values()))}  # what wake events are called, whatever the id
     name = data.get("name") or path.stem
     return Catalog(path, str(name), language, task, intents, tuple(negatives))
 

@@ -7,6 +7,7 @@ with 0.5 s of (dithered) silence before it, as a microphone stream would have.
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import AudioError, read_wav
-from edge.bundle import load_bundle
+from edge.bundle import UNKNOWN, load_bundle
 from edge.decisions import DecisionConfig
 from edge.events import Event
 from edge.pipeline import Pipeline, PipelineConfig, load_models
 
 LEAD_S = 0.5
 REAL_DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real-dev"
+
+log = logging.getLogger(__name__)
 
 
 def run_clip(pipe: Pipeline, audio: np.ndarray) -> list[Event]:
@@ -78,13 +81,16 @@ def evaluate_commands(bundle: Path, items: list[tuple[Path, str]], progress: boo
     for path, intent in tqdm(items, desc="evaluate", disable=not progress, mininterval=2.0):
         try:
             audio = read_wav(path)
-        except AudioError:
+        except AudioError as exc:
+            log.warning("skipped: %s", exc)
             continue
         events = [e for e in run_clip(pipe, audio) if e.type == "command"]
         res.total += 1
         got = events[0].intent if events else "_none_"
         res.confusion[(intent, got)] = res.confusion.get((intent, got), 0) + 1
-        if not events:
+        if not events and intent == UNKNOWN:  # a clip that must not fire, and did not
+            res.correct += 1
+        elif not events:
             res.rejected += 1
         elif got == intent:
             res.correct += 1
@@ -114,7 +120,8 @@ def threshold_sweep(bundle: Path, items: list[tuple[Path, str]], progress: bool 
     for path, intent in tqdm(items, desc="threshold sweep", disable=not progress, mininterval=2.0):
         try:
             audio = read_wav(path)
-        except AudioError:
+        except AudioError as exc:
+            log.warning("skipped: %s", exc)
             continue
         events = [(e.intent, e.confidence) for e in run_clip(pipe, audio) if e.type == "command"]
         answers.append((intent, events))

@@ -84,7 +84,7 @@ def kokoro_voices() -> tuple[str, ...]:
 
 
 def _espeak_ipa(text: str, language: str) -> str:
-    out = subprocess.run(["espeak-ng", "-q", "--ipa", "--tie=^", "-v", ESPEAK_FOR[language], text],
+    out = subprocess.run(["espeak-ng", "-q", "--ipa", "--tie=^", "-v", ESPEAK_FOR[language], "--", text],
                          capture_output=True, text=True, timeout=10)
     return " ".join(out.stdout.split())
 

@@ -26,6 +26,10 @@ def promote(src: Path, dest: Path) -> Path:
     bundle = load_bundle(src)  # refuse to ship what does not load
     if src.resolve() == dest.resolve():
         raise BundleError(f"'{src}' and '{dest}' are the same bundle")
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / "manifest.json").is_file():
+        # Its PNGs and report.md would be deleted below: they are somebody's files, not a bundle's.
+        raise BundleError(f"'{dest}' holds files but no bundle (no manifest.json); promote replaces a bundle "
+                          "or fills an empty folder")
     manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
     dest.mkdir(parents=True, exist_ok=True)
     for old in filter(_bundle_file, dest.iterdir()):

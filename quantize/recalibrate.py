@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.bundle import read_manifest
 from quantize.build import calibrate_command_threshold, calibrate_wake_threshold
 from quantize.convert import tflite_predict
 from quantize.corpus import CACHE
@@ -36,7 +37,9 @@ def cached_features(manifest: dict) -> tuple[Path, dict[str, np.ndarray]]:
 
 
 def recalibrate(bundle: Path) -> dict:
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = read_manifest(bundle)  # names the bundle when it is missing or corrupt
+    if "training" not in manifest:
+        raise ValueError(f"bundle '{bundle}' records no training (not built by this toolchain): nothing to recalibrate")
     path, data = cached_features(manifest)
     held = data["heldout"]
     logits = manifest["output"].get("activation") == "logits"

@@ -90,7 +90,7 @@ def synthesize_spanish_mbrola(text: str, voice_name: str, rate: float = 1.0, pit
     db = DATABASES[voice_name]
     database = MBROLA_DIR / voice_name.removeprefix("mb-") / voice_name.removeprefix("mb-")
     cmd = ["espeak-ng", "-v", SOURCE_VOICE, "-s", str(int(165 * rate)), "-p", str(pitch), "-g", str(word_gap), "-q",
-           "--pho", text]
+           "--pho", "--", text]
     what = f"{voice_name} failed on {text!r}"
     try:
         pho = subprocess.run(cmd, capture_output=True, timeout=30, check=True).stdout.decode()

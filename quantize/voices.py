@@ -248,9 +248,9 @@ def synthesize(text: str, voice: Voice, prosody: Prosody | None = None) -> np.nd
         wav = Path(tmp) / "out.wav"
         if voice.engine in ("espeak", "mbrola"):
             cmd = ["espeak-ng", "-v", voice.name, "-s", str(int(165 * p.rate)), "-p", str(p.pitch),
-                   "-g", str(p.word_gap), "-w", str(wav), spoken]
+                   "-g", str(p.word_gap), "-w", str(wav), "--", spoken]  # "--": "-5 degrees" is text
         elif voice.engine == "pico":
-            cmd = ["pico2wave", "-l", voice.name, "-w", str(wav), spoken]
+            cmd = ["pico2wave", "-l", voice.name, "-w", str(wav), "--", spoken]
         elif voice.engine == "flite":
             cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={1 / p.rate:.3f}", "-t", spoken,
                    "-o", str(wav)]

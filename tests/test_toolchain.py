@@ -52,11 +52,83 @@ def test_bad_catalogs_name_the_problem(tmp_path):
                         ('language = "en"\n[intents]\na = []\n', "'a' needs one or more"),
                         ('language = "en"\n[intents\n', "not valid TOML"),
                         ('language = "en"\n[intents]\nstop = ["Stop!"]\n[negatives]\nphrases = ["stop"]\n',
-                         "negative 'stop' is also a phrasing of intent 'stop'")]:
+                         "negative 'stop' is also a phrasing of intent 'stop'"),
+                        ('language = "en"\n[intents]\ncoffee = ["make coffee"]\ntea = ["Make coffee!"]\n',
+                         "'Make coffee!' of intent 'tea' sounds like a phrasing of 'coffee'"),
+                        ('language = "en"\n[intents]\nwat = ["???"]\n', "has no letter or digit to say"),
+                        ('language = "en"\n[intents]\na = ["b"]\n[negatives]\nphrase = ["c"]\n',
+                         "unknown key 'negatives.phrase'"),
+                        ('language = "en"\ntask = "wake"\n[intents]\nhey = ["hey box"]\nyo = ["yo box"]\n',
+                         "a wake catalog holds one intent")]:
         bad.write_text(text)
         with pytest.raises(CatalogError, match=match) as err:
             load_catalog(bad)
         assert "\n" not in str(err.value)
+    bad.write_text('language = "en"\ntask = "wake"\n[intents]\ncomputer = ["computer"]\n')
+    assert load_catalog(bad).intents == {"wake": ("computer",)}  # wake events are "wake", whatever the id
+
+
+def test_toolchain_errors_are_one_line_before_any_work(tmp_path, capsys):
+    from quantize.__main__ import main
+
+    catalog = tmp_path / "mine.toml"
+    catalog.write_text('language = "it"\n[intents]\ncaffe = ["un caffè"]\n')
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    for args, words in [(["build", "--catalog", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "o")],
+                         "no such file"),
+                        (["build", "--catalog", str(catalog), "--out", str(tmp_path / "o")], "language must be"),
+                        (["build", "--catalog", "models/catalog/keywords/en-digits.toml", "--out", str(a_file)],
+                         "is a file"),
+                        (["recalibrate", "--bundle", "models/embedding"], "records no training")]:
+        assert main(["-q", *args]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and words in err[0], err
+    for flag in ("--members", "--workers"):
+        with pytest.raises(SystemExit):
+            main(["build", "--catalog", "models/catalog/keywords/en-digits.toml", "--out", "unused", flag, "0"])
+
+
+def test_evaluate_data_refuses_what_it_would_score_wrong(tmp_path, capsys):
+    from edge.audio import write_wav
+    from quantize.__main__ import main
+
+    write_wav(tmp_path / "quiet.wav", np.zeros(16000, dtype=np.int16))
+    bundle = str(ROOT / "models" / "en-command")
+    for rows, words in [("quiet.wav\tlights_on\nmissing.wav\tlights_on\n", "1 of 2 audio files not found"),
+                        ("quiet.wav\tdigit3\n", "intent 'digit3' is not one of en-command's labels")]:
+        (tmp_path / "d.tsv").write_text(rows)
+        assert main(["-q", "evaluate", "--bundle", bundle, "--data", str(tmp_path / "d.tsv")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and words in err, err
+    (tmp_path / "d.tsv").write_text("quiet.wav\tlights_on\n")
+    assert main(["-q", "evaluate", "--bundle", str(ROOT / "models" / "en-wake"), "--data",
+                 str(tmp_path / "d.tsv")]) == 2
+    assert "wake bundles: --real" in capsys.readouterr().err
+    # A clip that must not fire, and does not, is right.
+    (tmp_path / "d.tsv").write_text("quiet.wav\t_unknown_\n")
+    assert main(["-q", "evaluate", "--bundle", bundle, "--data", str(tmp_path / "d.tsv")]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == 1.0
+
+
+def test_evaluate_real_without_recordings_keeps_the_recorded_figures(tmp_path, monkeypatch, capsys):
+    import quantize.realdev
+    from quantize.__main__ import main
+    from quantize.promote import promote
+
+    bundle = promote(ROOT / "models" / "keywords" / "en-digits", tmp_path / "en-digits")
+    before = json.loads((bundle / "manifest.json").read_text())["metrics"]["real"]
+    monkeypatch.setattr(quantize.realdev, "REAL_DEV", tmp_path / "no-real-dev")  # a Raspberry Pi
+    assert main(["-q", "evaluate", "--bundle", str(bundle), "--real"]) == 2
+    assert "no real recordings" in capsys.readouterr().err
+    assert json.loads((bundle / "manifest.json").read_text())["metrics"]["real"] == before
+
+
+def test_a_text_that_starts_with_a_dash_is_spoken_not_taken_for_an_option():
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng not installed")
+    audio = synthesize("-5 degrees", Voice("espeak", "en-us", "en"))
+    assert len(audio) > 16000 * 0.5
 
 
 @pytest.mark.parametrize("hanzi, pinyin", [
@@ -316,7 +388,7 @@ def test_train_with_voice_swap_learns_separable_classes():
 
 
 def test_promote_copies_a_bundle_and_repoints_its_embedding(tmp_path):
-    from edge.bundle import load_bundle
+    from edge.bundle import BundleError, load_bundle
     from quantize.promote import promote
 
     shipped = Path(__file__).resolve().parent.parent / "models" / "en-command"
@@ -325,6 +397,10 @@ def test_promote_copies_a_bundle_and_repoints_its_embedding(tmp_path):
     dest = tmp_path / "models" / "en-command"
     dest.mkdir(parents=True)
     (dest / "stale.png").write_bytes(b"old plot")
+    with pytest.raises(BundleError, match="holds files but no bundle"):  # somebody's folder, not a bundle
+        promote(candidate, dest)
+    assert (dest / "stale.png").exists()
+    (dest / "manifest.json").write_text("{}")  # the bundle it replaces
     promote(candidate, dest)
     assert not (dest / "stale.png").exists()
     assert (dest / "model.tflite").read_bytes() == (shipped / "model.tflite").read_bytes()
