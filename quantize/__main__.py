@@ -175,8 +175,12 @@ def _evaluate_auto(args: argparse.Namespace) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
+    from edge.bundle import find_bundles
     from quantize.table import models_table
 
+    if not find_bundles(args.models_dir):
+        print(f"error: no model bundles in {args.models_dir}", file=sys.stderr)
+        return 2
     print(models_table(Path(args.models_dir)))
     return 0
 
