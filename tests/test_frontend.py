@@ -122,3 +122,19 @@ def test_config_hash_is_stable_and_sensitive():
         FrontendConfig.from_dict({"bogus": 1})
     with pytest.raises(ValueError, match="kind"):
         FrontendConfig(kind="plp")
+
+
+def test_the_streaming_embedder_gives_the_toolchains_batch_embeddings():
+    """One frontend: the device pushes frames one by one, the toolchain computes whole clips."""
+    from edge.bundle import load_bundle
+    from edge.models import EMBEDDING_HOP, Embedder
+    from tests.conftest import ROOT
+
+    bundle = load_bundle(ROOT / "models" / "embedding")
+    frontend = Frontend(bundle.frontend)
+    logmel = frontend.compute(espeak("turn on the lights in the kitchen").astype(np.float32))
+    embedder = Embedder(bundle.model_path, bundle.frontend)
+    pushed = [e.copy() for frame in logmel if (e := embedder.push(frame)) is not None]
+    batch = embedder.compute(logmel)
+    assert len(pushed) == len(logmel) // EMBEDDING_HOP == len(batch)
+    np.testing.assert_array_equal(np.array(pushed), batch)
