@@ -74,6 +74,9 @@ class BuildOptions:
     Off by default: es-command gained, de-command and zh-phrase lost (README)."""
     vtlp: float = 0.0
     """Probability of vocal-tract length perturbation per training clip (AugmentRecipe.vtlp_prob)."""
+    speaker_split: bool = True
+    """Keep a held-out speaker out of the other languages' voices too (Voice.speaker). Bundles
+    built before 2026-12-05 did not: re-planning one (negstream.build_options_of) turns it off."""
 
 
 def head_augmentation(task: str, opts: BuildOptions) -> dict:
@@ -104,6 +107,12 @@ def ensemble_size(task: str, opts: BuildOptions) -> int:
 
 def _stable(text: str) -> int:
     return zlib.crc32(text.encode())
+
+
+def without_speakers(voices: list[Voice], others: list[Voice]) -> list[Voice]:
+    """`voices` less those of a speaker among `others` (Voice.speaker)."""
+    speakers = {v.speaker for v in others}
+    return [v for v in voices if v.speaker not in speakers]
 
 
 def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[Voice]]:
@@ -253,8 +262,12 @@ def make_langid_examples(cat: Catalog, labels: list[str], opts: BuildOptions
     # 74 % when a single head trained on all of a build's clips instead of half of them, so --reps
     # scales this too (14 voices per text at the default 3).
     per_text = 1 if opts.quick else round(14 * opts.train_reps / 3)
+    voices = {lang: choose_voices(lang, opts) for lang in cat.intents}
+    trained = [v for train, _ in voices.values() for v in train]
     for lang, texts in cat.intents.items():
-        train, held = choose_voices(lang, opts)
+        train, held = voices[lang]
+        if opts.speaker_split:  # mb-fr4-en is not a held-out English speaker if mb-fr4 trains French
+            held = without_speakers(held, trained)
         all_train += train
         all_held += held
         label = labels.index(lang)
@@ -306,6 +319,13 @@ def plan_corpus(catalog_path: Path, cat: Catalog, labels: list[str], opts: Build
         extra_neg, everyday = wake_negative_texts(catalog_path, cat, opts) if cat.task == "wake" else ([], [])
         foreign = {lang: (texts, *choose_voices(lang, opts))
                    for lang, texts in foreign_texts(catalog_path, cat).items()}
+        if opts.speaker_split:
+            # German negatives by mb-de2 would train the speaker of held-out English mb-de2-en.
+            foreign = {lang: (texts, without_speakers(f_train, held_v), f_held)
+                       for lang, (texts, f_train, f_held) in foreign.items()}
+            trained = train_v + [v for _, f_train, _ in foreign.values() for v in f_train]
+            foreign = {lang: (texts, f_train, without_speakers(f_held, trained))
+                       for lang, (texts, f_train, f_held) in foreign.items()}
         examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg, foreign, everyday)
     babble_texts = list(cat.negatives[:8]) or [ps[0] for ps in list(cat.intents.values())[:8]]
     babble = [(t, v) for t, v in zip(babble_texts, train_v * 8, strict=False) if v.language != "*"]
@@ -498,6 +518,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "max_espeak_voices": opts.max_espeak_voices,
             "natural_weight": opts.natural_weight,
             "skip_engines": sorted(opts.skip_engines),
+            "speaker_split": opts.speaker_split,
             "heldout_voices": held_voices,
             "examples": int(len(y)),
             "heldout_examples": int(held.sum()),

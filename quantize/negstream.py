@@ -59,7 +59,9 @@ def build_options_of(manifest: dict) -> BuildOptions:
                         # No train_reps: built before --reps existed, always with 3.
                         train_reps=int(training.get("train_reps", 3)),
                         max_espeak_voices=int(training.get("max_espeak_voices", 24)),
-                        natural_weight=int(training.get("natural_weight", 3)), progress=False)
+                        natural_weight=int(training.get("natural_weight", 3)),
+                        # Built before held-out speakers were kept out of other languages' voices.
+                        speaker_split=bool(training.get("speaker_split", False)), progress=False)
 
 
 SOUND_ALIKES = "sound-alikes"

@@ -64,6 +64,7 @@ SAME_SPEAKER = {
     "festival:kal_diphone": "flite:kal16",
     "festival:cmu_us_slt_arctic_hts": "flite:slt",
     "rhvoice:slt": "flite:slt",
+    "festival:rab_diphone": "mbrola:mb-en1",  # CSTR's "Roger" (MBROLA en1's README says so)
 }
 LANGUAGES = ("zh", "en", "de", "fr", "es")
 
@@ -86,6 +87,17 @@ class Voice:
         recorded speaker in two engines (SAME_SPEAKER) are one family too."""
         base = self.id if self.engine == "espeak" else self.id.split("+")[0]
         return SAME_SPEAKER.get(base, base)
+
+    @property
+    def speaker(self) -> str:
+        """The recorded person behind a voice, whatever language it speaks: espeak-ng's English
+        MBROLA voices read English with another language's diphones (mb-de2-en is mb-de2's
+        speaker). Families split each language's voices; a build with several languages must
+        also keep a held-out speaker out of the other languages' training speech."""
+        family = self.family
+        if family.startswith("mbrola:mb-"):
+            return "mbrola:" + family.removeprefix("mbrola:mb-").split("-")[0]
+        return family
 
 
 def _espeak_works(voice: str) -> bool:
@@ -227,10 +239,13 @@ def respelled(voice: Voice) -> bool:
 def audio_revision(voice: Voice) -> str:
     """Names a repair of a voice's audio made after its first clips were cached, so that caches of
     the broken audio are not reused: "own-pho", the Spanish MBROLA voices respelled for their
-    databases; "latin1", Festival read its input as Latin-1, and UTF-8 accents came out as noise.
-    Empty for every other voice."""
+    databases; "latin1", Festival read its input as Latin-1, and UTF-8 accents came out as noise;
+    "lang-xx", a Kokoro voice speaks every language under one id, and its clips were cached by id
+    alone, so an English "no" could be served the Spanish one. Empty for every other voice."""
     if respelled(voice):
         return "own-pho"
+    if voice.engine == "kokoro":
+        return f"lang-{voice.language}"
     return "latin1" if voice.engine == "festival" else ""
 
 

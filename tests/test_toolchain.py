@@ -674,3 +674,42 @@ def test_a_bundle_from_before_festival_and_rhvoice_is_re_planned_without_them():
     # --no-kokoro shows in the voices trained on, whether or not the build recorded it
     no_kokoro = {"training": {"skip_engines": ["festival"], "train_voices_by_engine": {"espeak": 19}}}
     assert build_options_of(no_kokoro).skip_engines == ("festival", "kokoro")
+
+
+def test_a_held_out_speaker_trains_in_no_language():
+    """mb-de2-en is English read with mb-de2's German diphones: one speaker. A held-out English
+    mb-de2-en must not come back as a training voice of the German negatives (or of langid)."""
+    from quantize.build import UNKNOWN, BuildOptions, plan_corpus
+    from quantize.negstream import build_options_of
+
+    assert Voice("mbrola", "mb-de2-en", "en").speaker == Voice("mbrola", "mb-de2+m2", "de").speaker == "mbrola:de2"
+    assert Voice("festival", "rab_diphone", "en").speaker == Voice("mbrola", "mb-en1", "en").speaker
+    for name in ("en-command", "langid"):
+        cat = load_catalog(ROOT / "models" / "catalog" / f"{name}.toml")
+        labels = [UNKNOWN] + cat.labels
+        examples, _, _, _ = plan_corpus(cat.path, cat, labels, BuildOptions())
+        trained = {e.voice.speaker for e in examples if e.voice is not None and e.split == "train"}
+        held = {e.voice.speaker for e in examples if e.voice is not None and e.split == "heldout"}
+        assert not trained & held, (name, sorted(trained & held))
+    # Bundles built before keep their plan, so their held-out clips can be re-created.
+    assert not build_options_of({"training": {}}).speaker_split
+    assert build_options_of({"training": {"speaker_split": True}}).speaker_split
+
+
+def test_one_kokoro_voice_in_two_languages_is_two_cached_clips(tmp_path, monkeypatch):
+    """Kokoro voices speak every language under one id: "no" in English is not "no" in Spanish."""
+    import quantize.corpus as corpus
+    from quantize.voices import Prosody
+
+    monkeypatch.setattr(corpus, "CACHE", tmp_path)
+    spoken = []
+
+    def fake_kokoro(text, voice, prosody):  # the engine itself need not be installed for this
+        spoken.append(voice.language)
+        return np.full(16000, 1000 if voice.language == "en" else 2000, dtype=np.int16)
+
+    monkeypatch.setattr(corpus, "synthesize", fake_kokoro)
+    monkeypatch.setattr(corpus, "trim_silence", lambda audio: audio)
+    en = corpus.synth_cached("no", Voice("kokoro", "af_heart", "en"), Prosody())
+    es = corpus.synth_cached("no", Voice("kokoro", "af_heart", "es"), Prosody())
+    assert spoken == ["en", "es"] and en[0] == 1000 and es[0] == 2000
