@@ -29,7 +29,7 @@ from edge.vad import VadConfig
 from quantize.augment import AugmentRecipe
 from quantize.catalog import Catalog, load_catalog
 from quantize.convert import io_specs, tflite_predict, to_int8_tflite
-from quantize.corpus import MEL_WINDOW, WINDOW, CorpusAudio, CorpusRecipe, Example, build_features
+from quantize.corpus import MEL_WINDOW, WINDOW, CorpusAudio, CorpusRecipe, Example, build_features, features_path
 from quantize.evaluate import WAKE_THRESHOLD_GRID
 from quantize.util import sha256_file
 from quantize.vocabulary import everyday_texts
@@ -519,6 +519,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "natural_weight": opts.natural_weight,
             "skip_engines": sorted(opts.skip_engines),
             "speaker_split": opts.speaker_split,
+            "features_cache": features_path(examples, recipe, emb_bundle.model_path).name,
             "heldout_voices": held_voices,
             "examples": int(len(y)),
             "heldout_examples": int(held.sum()),

@@ -194,6 +194,13 @@ def _run(ex: Example) -> tuple[Example, list, bool]:
     return ex, [(emb, mel, ex.label)], fired
 
 
+def features_path(examples: list[Example], recipe: CorpusRecipe, embedding_path: Path) -> Path:
+    """Where a corpus's features are cached: keyed by everything that makes them."""
+    from quantize.util import sha256_file
+
+    return CACHE / "features" / f"{recipe.task}-{recipe.hash(examples, sha256_file(embedding_path))}.npz"
+
+
 def build_features(
     examples: list[Example],
     recipe: CorpusRecipe,
@@ -203,10 +210,7 @@ def build_features(
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Features for every example, cached on disk by recipe hash."""
-    from quantize.util import sha256_file
-
-    key = recipe.hash(examples, sha256_file(embedding_path))
-    path = CACHE / "features" / f"{recipe.task}-{key}.npz"
+    path = features_path(examples, recipe, embedding_path)
     if path.is_file():
         log.info("features: reusing %s", path.name)
         return dict(np.load(path))

@@ -18,7 +18,16 @@ from quantize.corpus import CACHE
 
 
 def cached_features(manifest: dict) -> tuple[Path, dict[str, np.ndarray]]:
-    """The feature-cache file a bundle was trained from: its task, held-out voices and row counts."""
+    """The feature-cache file a bundle was trained from: the one its manifest names, or for a
+    bundle built before manifests named it, one with its task, held-out voices and row counts."""
+    named = manifest["training"].get("features_cache")
+    if named:
+        path = CACHE / "features" / named
+        if not path.is_file():
+            raise RuntimeError(f"bundle {manifest.get('name')!r} was trained from {named}, which is not in "
+                               f"{CACHE / 'features'}; rebuild it instead")
+        with np.load(path) as data:
+            return path, dict(data)
     held_voices = set(manifest["training"]["heldout_voices"])
     n_labels = len(manifest["labels"])
     rows = (manifest["training"].get("examples"), manifest["training"].get("heldout_examples"))

@@ -505,6 +505,14 @@ def test_cached_features_finds_a_command_bundles_cache_despite_foreign_heldout_v
     manifest["training"]["heldout_examples"] = 2  # another build of the same language
     with pytest.raises(RuntimeError, match="no cached features"):
         recalibrate.cached_features(manifest)
+    # Builds name their cache: no guessing between two that look alike.
+    np.savez(tmp_path / "features" / "command-def.npz", emb=np.zeros((4, 16, 96), np.float32),
+             label=np.array([1, 2, 0, 0]), heldout=held, voice=voices)
+    manifest["training"].update(heldout_examples=3, features_cache="command-abc.npz")
+    assert recalibrate.cached_features(manifest)[0].name == "command-abc.npz"
+    manifest["training"]["features_cache"] = "command-gone.npz"
+    with pytest.raises(RuntimeError, match="trained from command-gone.npz"):
+        recalibrate.cached_features(manifest)
 
 
 def test_reps_scales_training_renditions_and_is_read_back_from_the_manifest():
