@@ -5,7 +5,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_RUNTIME := espeak-ng portaudio19-dev libsndfile1 python3-venv python3-dev
+# gcc: PyAudio has no Linux wheel and builds from source.
+APT_RUNTIME := espeak-ng portaudio19-dev libsndfile1 python3-venv python3-dev gcc
 APT_TEST := mosquitto mosquitto-clients systemd sox flite
 # Extra voices for training only: make models-deps. Flite and Festival with three voices are in
 # Debian main; MBROLA, Pico, RHVoice and the other Festival voices are in contrib / non-free and
@@ -62,10 +63,12 @@ models-deps: apt-runtime
 apt-voices-nonfree:
 	$(call apt_install,$(APT_VOICES_NONFREE))
 
-# Rebuild every shipped bundle (10-30 minutes each on 2 cores from an empty cache); logs in .cache/logs.
+# Rebuild the command and wake bundles (10-30 minutes each on 2 cores from an empty cache); logs in
+# .cache/logs. A failed build fails the target.
 models: $(VENV)/.dev models-deps
 	$(PY) -m quantize embedding
-	for cat in models/catalog/*-command.toml models/catalog/*-wake.toml; do \
+	mkdir -p .cache/logs
+	set -o pipefail; for cat in models/catalog/*-command.toml models/catalog/*-wake.toml; do \
 	  name=$$(basename $$cat .toml); \
 	  $(PY) -m quantize -q build --catalog $$cat --out models/$$name 2>&1 | tee .cache/logs/$$name.log | tail -n 20; \
 	done

@@ -44,7 +44,7 @@ log = logging.getLogger("bench.compare")  # not __name__: that is "__main__" und
 
 SAMPLE_RATE_HZ = 16000
 CHUNK_SAMPLES = 1280
-"""80 ms, as `polyvox run` and `polyvox bench` feed the pipeline."""
+"""80 ms to every engine alike (`polyvox run` feeds 40 ms, about 0.0005 RTF more: README)."""
 MATCH_AFTER_END_S = 1.5
 """A detection counts for an item when it falls within [item start, item end + this]."""
 REFRACTORY_S = 1.5
@@ -84,7 +84,13 @@ class EngineSpec:
     """polyvox bundles under models/ that must exist."""
     speech: bool = False
     """A VAD: meant to detect every spoken item, whatever its label."""
+    machines: tuple[str, ...] = ()
+    """CPU architectures it runs on (platform.machine()); empty = any."""
 
+
+X86_64_ONLY = ("x86_64", "AMD64")
+"""Their PyPI packages carry an x86-64 libtensorflowlite_c.so, also inside the source archives
+that pip builds on a Raspberry Pi: installed there, they cannot load it."""
 
 ENGINES = [
     EngineSpec("polyvox-vad", "polyvox VAD (frontend + VAD)", "speech", ("edge",), speech=True),
@@ -93,9 +99,9 @@ ENGINES = [
     EngineSpec("polyvox-wake+commands", "polyvox wake + commands", "computer + commands + digits", ("edge",),
                ("en-wake", "en-command")),
     EngineSpec("microwakeword", "microWakeWord (4 models)", "alexa, hey jarvis, okay nabu, hey mycroft",
-               ("pymicro_wakeword", "pymicro_features")),
+               ("pymicro_wakeword", "pymicro_features"), machines=X86_64_ONLY),
     EngineSpec("openwakeword", "openWakeWord (4 models)", "alexa, hey jarvis, okay nabu, hey mycroft",
-               ("pyopen_wakeword",)),
+               ("pyopen_wakeword",), machines=X86_64_ONLY),
     EngineSpec("pocketsphinx-kws", "pocketsphinx keyphrase", "computer + the 4 peer wake words", ("pocketsphinx",)),
     EngineSpec("pocketsphinx-digits", "pocketsphinx digit grammar", "10 digits (endpointed)", ("pocketsphinx",)),
     EngineSpec("webrtcvad", "webrtcvad (mode 3)", "speech", ("webrtcvad",), speech=True),
@@ -106,6 +112,8 @@ ENGINES = [
 
 def missing_reason(spec: EngineSpec) -> str | None:
     """Why an engine cannot run here, or None when it can."""
+    if spec.machines and platform.machine() not in spec.machines:
+        return f"its package runs on {', '.join(spec.machines)} only, not {platform.machine()}"
     for module in spec.requires:
         try:
             found = importlib.util.find_spec(module) is not None

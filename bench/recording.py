@@ -237,9 +237,13 @@ def build(layout: Layout, out_wav: Path) -> Recording:
 
 def recording(tiny: bool = False, cache_dir: Path = CACHE_DIR) -> Recording:
     """The cached recording, built on first use (about a minute for the full one)."""
+    from quantize.voices import OPT_IN_ENGINES, available_voices
+
     layout = TINY if tiny else FULL
+    # The voices come from the engines installed: MBROLA or Pico added later is another recording.
+    engines = sorted({v.engine for v in available_voices("en")} - set(OPT_IN_ENGINES))
     key = hashlib.sha256(json.dumps([RECORDING_VERSION, SEED, asdict(layout), POLYVOX_WAKE, PEER_WAKE, COMMANDS,
-                                     DIGITS, SENTENCES, NOISES, TINY_EXTRA]).encode()).hexdigest()[:10]
+                                     DIGITS, SENTENCES, NOISES, TINY_EXTRA, engines]).encode()).hexdigest()[:10]
     wav = Path(cache_dir) / f"recording-{layout.name}-{key}.wav"
     meta = wav.with_suffix(".json")
     if wav.is_file() and meta.is_file():

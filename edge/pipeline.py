@@ -139,6 +139,7 @@ class Metrics:
     cpu_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     dropped_frames: int = 0
     latencies_s: list[float] = field(default_factory=list)
+    """Decision time minus end of speech, per command (or phrase) event."""
     events: int = 0
 
     @property
@@ -273,7 +274,9 @@ class Pipeline:
             cpu["command"] += clock() - t3
 
         self.metrics.events += len(events)
-        self.metrics.latencies_s.extend(e.t_emit - e.t_end for e in events)
+        # A wake event is decided while its phrase may still sound, and its end is that decision
+        # time: its latency would be zero by construction, so only utterance events count.
+        self.metrics.latencies_s.extend(e.t_emit - e.t_end for e in events if e.type != "wake")
         return events
 
     def finish(self) -> list[Event]:

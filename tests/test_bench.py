@@ -97,3 +97,15 @@ def test_tiny_benchmark_writes_results_and_skips_missing_peers(tmp_path, monkeyp
     if compare.FSDD_DIR.is_dir() and not compare.missing_reason(specs["polyvox-commands"]):
         digits = {d["engine"]: d for d in results["digits"]}
         assert digits["polyvox en-command"]["clips"] == compare.FSDD_TINY_CLIPS
+
+
+def test_peers_with_x86_only_libraries_are_skipped_on_a_raspberry_pi(monkeypatch):
+    import platform
+
+    from bench import compare
+
+    specs = {s.name: s for s in compare.ENGINES}
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    for name in ("microwakeword", "openwakeword"):
+        assert "not aarch64" in compare.missing_reason(specs[name])
+    assert compare.missing_reason(specs["polyvox-vad"]) is None
