@@ -20,6 +20,7 @@ import numpy as np
 from edge.bundle import SCHEMA_VERSION, TensorSpec
 from edge.frontend import Frontend, FrontendConfig
 from edge.interpreter import make_interpreter
+from edge.models import MEL_OFFSET, MEL_SCALE
 from quantize.util import sha256_file
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def _embed_all(model: Path, windows: np.ndarray) -> np.ndarray:
     d_in, d_out = interp.get_input_details()[0], interp.get_output_details()[0]
     out = []
     for w in windows:
-        interp.set_tensor(d_in["index"], (w[None, :, :, None] / 10 + 2).astype(np.float32))
+        interp.set_tensor(d_in["index"], (w[None, :, :, None] * MEL_SCALE + MEL_OFFSET).astype(np.float32))
         interp.invoke()
         out.append(interp.get_tensor(d_out["index"]).reshape(-1))
     return np.array(out)
