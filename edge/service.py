@@ -157,14 +157,15 @@ class Service:
         self._rewire()
 
     # -- settings (any thread) ---------------------------------------------------------
-    def set_language(self, code: str) -> None:
+    def set_language(self, code: str, reload_models: bool = False) -> None:
         """Load `code`'s bundles in the background; the audio thread swaps them in between two
         chunks, so nothing restarts and no audio is lost. Unknown language or no models:
-        ValueError (one sentence), state unchanged."""
+        ValueError (one sentence), state unchanged. reload_models: load even the language that
+        is listening (the models folder or bundle list changed)."""
         code = canonical_language(code)
         with self._lock:
             mode = self._wanted[1]
-        self._switch_to(code, mode, "language", code)
+        self._switch_to(code, mode, "language", code, reload_models)
 
     def _switch_to(self, code: str, mode: str, setting: str, payload: str, reload_models: bool = False) -> None:
         """Load `code`'s models for `mode` unless they are what is listening and nothing else is
@@ -298,8 +299,7 @@ class Service:
         new_models = (cfg.models_dir, cfg.bundles) != (old.models_dir, old.bundles)
         steps: list[tuple[str, bool, Callable[[], None]]] = [
             ("language", cfg.language != old.language or new_models,
-             lambda: self._switch_to(canonical_language(cfg.language), self._wanted[1], "language", cfg.language,
-                                     reload_models=new_models)),
+             lambda: self.set_language(cfg.language, reload_models=new_models)),
             ("mode", cfg.mode != old.mode, lambda: self.set_mode(cfg.mode)),
             ("target_language", cfg.target_language != old.target_language,
              lambda: self.set_target_language(cfg.target_language)),
