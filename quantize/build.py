@@ -402,7 +402,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out '{out_dir}' is a file; give a folder for the bundle")
     out_dir.mkdir(parents=True, exist_ok=True)  # now, not after half an hour of synthesis
-    labels = [UNKNOWN] + (["wake"] if cat.task == "wake" else cat.labels)
+    labels = [UNKNOWN] + cat.labels  # a wake catalog's one intent is "wake" (load_catalog)
     emb_bundle = load_bundle(opts.embedding_dir)
     frontend: FrontendConfig = emb_bundle.frontend
     vad = VadConfig()
@@ -411,7 +411,8 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     recipe = CorpusRecipe(cat.task, frontend, vad, AugmentRecipe(vtlp_prob=opts.vtlp))
     log.info("%s: %d examples", cat.name, len(examples))
     t0 = time.time()
-    data = build_features(examples, recipe, emb_bundle.model_path, babble, opts.workers, opts.progress)
+    features = features_path(examples, recipe, emb_bundle.model_path)
+    data = build_features(examples, recipe, emb_bundle.model_path, babble, opts.workers, opts.progress, features)
     t_features = time.time() - t0
     held = data["heldout"]
     y = data["label"]
@@ -519,7 +520,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "natural_weight": opts.natural_weight,
             "skip_engines": sorted(opts.skip_engines),
             "speaker_split": opts.speaker_split,
-            "features_cache": features_path(examples, recipe, emb_bundle.model_path).name,
+            "features_cache": features.name,
             "heldout_voices": held_voices,
             "examples": int(len(y)),
             "heldout_examples": int(held.sum()),

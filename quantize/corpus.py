@@ -208,9 +208,11 @@ def build_features(
     babble: list[tuple[str, Voice]],
     workers: int = 2,
     progress: bool = True,
+    path: Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """Features for every example, cached on disk by recipe hash."""
-    path = features_path(examples, recipe, embedding_path)
+    """Features for every example, cached on disk by recipe hash (at `path` when the caller has
+    it already: hashing a large corpus is not free)."""
+    path = path or features_path(examples, recipe, embedding_path)
     if path.is_file():
         log.info("features: reusing %s", path.name)
         return dict(np.load(path))
