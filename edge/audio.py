@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE_HZ = 16000
 
 MIC_STALL_TIMEOUT_S = 5.0
+MIC_RING_S = 10.0
+"""Microphone audio held while the loop is busy. Playing a translation blocks the loop for the
+phrase's length (Mandarin phrases run to 2.4 s), so the ring must outlast the longest one."""
 """A microphone that delivers nothing for this long is treated as gone (unplugged, driver hang)."""
 
 _POLL_S = 0.1
@@ -678,7 +681,8 @@ class MicSource(_Closing):
     size the caller asks for. Overflow drops the oldest audio and counts it in dropped_frames.
     """
 
-    def __init__(self, device: str | int | None = None, chunk_samples: int = 1280, ring_chunks: int = 50) -> None:
+    def __init__(self, device: str | int | None = None, chunk_samples: int = 1280,
+                 ring_chunks: int | None = None) -> None:
         _check_chunk_samples(chunk_samples)
         self.rate_hz = SAMPLE_RATE_HZ
         self.realtime = True
@@ -686,7 +690,7 @@ class MicSource(_Closing):
         self.device_name: str | None = None
         self.input_overflows = 0
         """PortAudio-level overruns (audio lost before our callback ran); count unknown."""
-        self._ring = _Ring(ring_chunks)
+        self._ring = _Ring(ring_chunks or math.ceil(MIC_RING_S * SAMPLE_RATE_HZ / chunk_samples))
         self._pa: Any = None
         self._stream: Any = None
         self._closed = False

@@ -19,7 +19,8 @@ DEMO_WAV = DEFAULT_MODELS_DIR / "demo" / "demo-en.wav"
 
 RUN_HELP = """\
 Listen and print what was heard. Every event is one JSON object per line on stdout (logs go
-to stderr): {"type": "command", "intent": "lights_on", "language": "en", "text": "lights on",
+to stderr; with --mqtt, events go to the broker instead, and also to stdout with --json):
+{"type": "command", "intent": "lights_on", "language": "en", "text": "lights on",
 "confidence": 0.93, "t_start": 1.23, "t_end": 2.01, ...}.
 
 examples:
@@ -37,7 +38,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="microphone index or name substring (see `polyvox devices`)")
     p.add_argument("--language", help=f"language to listen for: {', '.join(LANGUAGES)} (default en); auto: any of "
                                       "them, picked per utterance; a conversation such as fr+en: either of those "
-                                      "(translate mode speaks each phrase in the other one)")
+                                      "(translate mode speaks a phrase heard in the target language in the other one)")
     p.add_argument("--mode", choices=("command", "translate"), help="command (default) or translate")
     p.add_argument("--target-language", dest="target_language", help="translation target language")
     p.add_argument("--config", help="TOML config file; flags override it")
@@ -58,16 +59,20 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="with several languages (auto, fr+en): languages heard in the last SECONDS win when "
                         "their phrase models also fire, so an English 'no' stays English in an English "
                         "conversation (default 60; 0: every utterance on its own)")
-    p.add_argument("--json", action="store_true", default=None, help="events as JSON lines on stdout")
+    p.add_argument("--json", action="store_true", default=None,
+                   help="with --mqtt: also print events as JSON lines on stdout (without a broker they always are)")
     p.add_argument("--realtime", action="store_true", default=None, help="pace a WAV file at real time")
     p.add_argument("--threads", dest="num_threads", type=int, help="TFLite threads (default 1)")
-    p.add_argument("--output", help="WAV file for spoken output (translate mode)")
+    p.add_argument("--output", help="WAV file for spoken output (translate mode; default: the speaker)")
+    p.add_argument("--output-device", dest="output_device",
+                   help="speaker for translate mode: index or name substring (see `polyvox devices`)")
     p.add_argument("--mqtt", dest="mqtt_url", help="broker URL, mqtt://user:pass@host:port or mqtts://...")
     p.add_argument("--metrics", action="store_true", help="print run metrics (RTF, stage costs) to stderr at exit")
 
 
 RUN_KEYS = ("source", "rate_hz", "device", "language", "mode", "target_language", "models_dir", "bundles", "wake",
-            "listen_s", "sensitivity", "langid_rule", "language_memory_s", "json", "realtime", "num_threads", "output")
+            "listen_s", "sensitivity", "langid_rule", "language_memory_s", "json", "realtime", "num_threads", "output",
+            "output_device")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -81,6 +81,7 @@ class RunConfig:
     device: str = ""
     """Microphone: index or name substring; empty = the default input."""
     output_device: str = ""
+    """Speaker for translate mode: index or name substring; empty = the default output."""
     language: str = "en"
     mode: str = "command"
     target_language: str = "en"
@@ -126,7 +127,7 @@ def _check(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"language_memory_s: must be 0 (off) or a number of seconds, not {cfg.language_memory_s}")
     if not 0.0 <= cfg.sensitivity <= 1.0:
         raise ConfigError(f"sensitivity: must be between 0 and 1, not {cfg.sensitivity}")
-    if cfg.num_threads < 1 or cfg.chunk_samples < 160 or cfg.rate_hz < 4000 or cfg.listen_s <= 0:
+    if cfg.num_threads < 1 or cfg.chunk_samples < 160 or cfg.rate_hz < 4000 or not 0 < cfg.listen_s < float("inf"):
         raise ConfigError("num_threads, chunk_samples (>= 160), rate_hz (>= 4000) or listen_s is out of range")
     return cfg
 
@@ -147,6 +148,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name}: must be a list of paths")
             kwargs[key] = tuple(value)
+        elif key in ("device", "output_device") and type(value) is int:
+            kwargs[key] = str(value)  # an index, as `polyvox devices` lists them
         else:
             kwargs[key] = _typed(value, default, name)
     try:

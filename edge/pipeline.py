@@ -122,7 +122,8 @@ def load_models(paths: list[Path], frontend: FrontendConfig, num_threads: int = 
         decision = DecisionConfig.from_manifest(b.decision)
         wake = WakeDecider(b.labels, decision) if b.task == "wake" else None
         heads.append(Head(b, runner, decision, wake))
-    languages = sorted({b.language for b in bundles})
+    # "*" is the language identifier's: it listens to every language and names none.
+    languages = sorted({b.language for b in bundles} - {"*"}) or ["*"]
     return ModelSet(heads, embedder, "+".join(languages), time.perf_counter() - t0)
 
 

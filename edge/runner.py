@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.audio import AudioError, open_source
 from edge.bundle import BundleError, find_bundles, read_manifest
-from edge.config import RunConfig, frontend_config, heard_languages
+from edge.config import RunConfig, canonical_language, frontend_config, heard_languages
 from edge.events import Event
 from edge.pipeline import ModelSet, Pipeline, PipelineConfig, check_wake, load_models
 
@@ -62,7 +62,13 @@ def resolve_bundles(cfg: RunConfig, language: str | None = None, mode: str | Non
 
 
 def load_language(cfg: RunConfig, language: str | None = None, mode: str | None = None) -> ModelSet:
-    return load_models(resolve_bundles(cfg, language, mode), frontend_config(), cfg.num_threads)
+    """The models for `language` (default: the config's), named by that setting: `auto` stays
+    `auto`, so a service can tell that what it was asked for is what is listening. A --bundle
+    list with no language asked for is named by its bundles' languages."""
+    models = load_models(resolve_bundles(cfg, language, mode), frontend_config(), cfg.num_threads)
+    if language is not None or not cfg.bundles:
+        models.language = canonical_language(language or cfg.language)
+    return models
 
 
 def stdout_sink(event: Event) -> None:
@@ -133,7 +139,11 @@ class Runner:
             return events
         out = []
         for event in events:
-            result = self.translator.translate(event) if event.type == "command" else None
+            try:
+                result = self.translator.translate(event) if event.type == "command" else None
+            except AudioError as exc:  # the phrase could not be rendered: publish it as heard
+                log.error("phrase not translated: %s", exc)
+                result = None
             if result is None:
                 out.append(event)
                 continue
@@ -146,8 +156,9 @@ class Runner:
                 log.error("translation not spoken: %s", exc)
                 result.event.extra["spoken"] = False
             else:
-                speech_s = len(result.audio) / 16000
-                self.pipeline.deaf_until_s = self.pipeline.time_of(self.pipeline.frame) + speech_s
+                if not self.cfg.output:  # a file is not heard in the room: only the speaker deafens
+                    speech_s = len(result.audio) / 16000
+                    self.pipeline.deaf_until_s = self.pipeline.time_of(self.pipeline.frame) + speech_s
             # End of the source utterance → first target sample: decision delay in stream time
             # plus the wall time to look up and render the phrase.
             result.event.extra["speech_latency_s"] = round(

@@ -196,12 +196,25 @@ class Service:
         if code not in LANGUAGES:
             raise ValueError(f"unknown target language {code!r}; choose from {', '.join(LANGUAGES)}")
         with self._lock:
+            previous = self.control.target_language
             self.control.target_language = code  # a translate load on its way reads it when done
             pending = self._switch.translator if self._switch is not None else None
-        for translator in (self.runner.translator, pending):
-            if translator is not None:
-                translator.set_target(code)  # renders the phrasebook in the new language first
+        translators = [t for t in (self.runner.translator, pending) if t is not None]
+        if translators:  # rendering the phrasebook takes seconds: not on the MQTT thread
+            threading.Thread(target=self._retarget, args=(code, previous, translators),
+                             name=f"polyvox-target-{code}", daemon=True).start()
         self._changed()
+
+    def _retarget(self, code: str, previous: str, translators: list[Any]) -> None:
+        try:
+            for translator in translators:
+                translator.set_target(code)
+        except Exception as exc:  # a thread's exception would vanish; report it where people look
+            with self._lock:
+                if self.control.target_language == code:
+                    self.control.target_language = previous
+            self._refuse("target_language", code, f"cannot speak {code}: {exc}")
+            self._changed()
 
     def set_mute(self, muted: bool) -> None:
         if not isinstance(muted, bool):
@@ -370,6 +383,10 @@ class Service:
             if ended_by_itself:
                 self.link.flush(FLUSH_AT_END_S)
             self.link.stop(LINK_STOP_S)
+            lost = self.link.events_waiting
+            if lost:  # say so: whoever waits for them should not have to guess
+                log.warning("%d event%s never reached the broker %s and %s lost", lost, "s" * (lost > 1),
+                            self.link.settings.broker, "are" if lost > 1 else "is")
         self._running = False
 
     def _audio_main(self) -> None:

@@ -37,23 +37,33 @@ class Translator:
         self.set_target(target_language)
 
     def set_target(self, language: str) -> None:
+        """Speak in `language` from now on. Renders every phrase the box may then speak first, so
+        speaking starts at once (seconds on a Pi: call it off the audio and MQTT threads); on an
+        AudioError the previous target stays."""
+        previous = getattr(self, "target_language", None)
         self.target_language = language
-        # Every language the box may speak is rendered ahead, so speaking starts at once.
-        for code in {self.target_for(heard) for heard in self.heard} | {language}:
-            self.tts.prerender(self.spoken, code)
+        try:
+            for code in {self.target_for(heard) for heard in self.heard} - {None} | {language}:
+                self.tts.prerender(self.spoken, code)
+        except Exception:
+            if previous is not None:
+                self.target_language = previous
+            raise
 
-    def target_for(self, source_language: str) -> str:
-        """The target language, except for a phrase heard in it during a two-language
-        conversation (`--language en+fr --target-language en`): that one is spoken in the other
-        language, so two people can talk across the box."""
-        if source_language == self.target_language and len(self.heard) == 2:
-            return next(code for code in self.heard if code != source_language)
-        return self.target_language
+    def target_for(self, source_language: str) -> str | None:
+        """The target language, except for a phrase heard in it. In a two-language conversation
+        (`--language en+fr --target-language en`) that one is spoken in the other language, so
+        two people can talk across the box; with more languages (or `auto`) there is no one other
+        language, so it is not translated (None: it stays a plain phrase event)."""
+        if source_language != self.target_language:
+            return self.target_language
+        others = [code for code in self.heard if code != source_language]
+        return others[0] if len(others) == 1 else None
 
     def translate(self, event: Event) -> Translation | None:
         texts = self.translations.get(event.intent)
         target = self.target_for(event.language)
-        if texts is None or target not in texts:
+        if texts is None or target is None or target not in texts:
             return None
         t0 = time.perf_counter()
         target_text = texts[target]

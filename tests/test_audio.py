@@ -435,6 +435,18 @@ def test_mic_ring_overflow_drops_oldest_and_counts(unopened_mic: MicSource) -> N
     mic.close()
 
 
+def test_mic_ring_outlasts_the_longest_spoken_translation(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Playing a translation blocks the loop for the phrase's length (Mandarin: up to 2.4 s); the
+    # microphone audio of that time must wait in the ring, not be dropped.
+    monkeypatch.setattr(MicSource, "_start", lambda self, device: None)
+    mic = MicSource(chunk_samples=640)
+    blocks = int(3.0 * SAMPLE_RATE_HZ / 640)
+    for value in range(blocks):
+        mic._on_audio(_block(value % 100, 640), 640, {}, 0)
+    assert mic.dropped_frames == 0 and len(mic._ring) == blocks
+    mic.close()
+
+
 def test_mic_close_stops_a_blocked_reader(unopened_mic: MicSource) -> None:
     import threading
 

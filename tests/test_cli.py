@@ -53,6 +53,29 @@ def test_config_unknown_key_and_bad_value(tmp_path: Path):
     _one_line_error(_run("run", "--config", str(cfg)), "vad.hangover")
     cfg.write_text('[vad]\nframe_s = 0\n')
     _one_line_error(_run("run", "--config", str(cfg)), "frame_s")
+    cfg.write_text('listen_s = nan\n')  # would never accept a command after the wake phrase
+    _one_line_error(_run("run", "--config", str(cfg)), "listen_s")
+
+
+def test_devices_may_be_given_by_index_in_the_config_file(tmp_path: Path):
+    from edge.config import load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('device = 1\noutput_device = 0\n')  # as `polyvox devices` lists them
+    assert (load_config(cfg).device, load_config(cfg).output_device) == ("1", "0")
+
+
+def test_every_config_key_is_explained_in_the_shipped_file():
+    import dataclasses
+
+    from edge.config import RunConfig
+
+    text = (ROOT / "systemd" / "polyvox.toml").read_text()
+    # Command-line-only settings (a WAV source, paced reading, stdout, a bundle list) are not for the service.
+    cli_only = {"rate_hz", "bundles", "json", "realtime", "vad", "mqtt"}
+    missing = [f.name for f in dataclasses.fields(RunConfig) if f.name not in cli_only
+               and f"\n{f.name} = " not in text]
+    assert not missing
 
 
 def test_a_bundle_that_cannot_listen_and_wake_on_without_a_wake_model():

@@ -192,6 +192,26 @@ def test_a_conversation_listens_for_both_languages(two_languages, wav, tmp_path)
     assert service.available_languages() == ("en", "de", "auto", "de+en")
 
 
+def test_a_bundle_list_with_the_language_identifier_is_named_by_its_languages(two_languages, wav):
+    bundles = tuple(str(p) for p in (two_languages / "en-tiny", two_languages / "de-fake", ROOT / "models" / "langid"))
+    service = Service(RunConfig(source=str(wav), bundles=bundles, wake="off"),
+                      thermal_path=Path("/nonexistent/thermal"))
+    # The identifier's "*" is no language: Home Assistant must not be offered "*+de+en".
+    assert service.control.language == "de+en"
+    assert service.available_languages() == ("en", "de", "auto", "de+en")
+
+
+def test_asking_again_for_auto_loads_nothing_anew(two_languages, wav, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(two_languages, models)
+    copy_bundle(ROOT / "models" / "langid", models / "langid")
+    service = Service(RunConfig(source=str(wav), models_dir=str(models), language="auto", wake="off"),
+                      thermal_path=Path("/nonexistent/thermal"))
+    assert service.runner.pipeline.models.language == "auto"
+    service.set_language("auto")
+    assert service._switch is None and not [t for t in threading.enumerate() if t.name.startswith("polyvox-load")]
+
+
 def test_reload_applies_what_changed_in_the_file(two_languages, wav, caplog):
     service = _service(two_languages, str(wav))
     service.set_sensitivity(0.3)  # over MQTT, say
@@ -311,3 +331,24 @@ def test_reload_applies_a_new_models_folder_and_language_id_rule(two_languages, 
     service.run()
     assert [h.bundle.name for h in service.runner.pipeline.models.heads] == ["en-other"]
     assert (service.runner.pipeline.cfg.langid_rule, service.runner.pipeline.cfg.language_memory_s) == ("argmax", 0.0)
+
+
+def test_a_new_target_language_renders_off_the_calling_thread_and_a_failure_is_refused(wav, tmp_path, caplog,
+                                                                                      monkeypatch):
+    service = Service(RunConfig(source=str(wav), models_dir=str(ROOT / "models"), language="en", wake="off",
+                                mode="translate", target_language="de", output=str(tmp_path / "spoken.wav")),
+                      thermal_path=Path("/nonexistent"))
+    translator = service.runner.translator
+    service.set_target_language("fr")  # an MQTT select: returns while the phrasebook renders
+    _wait(lambda: not [t for t in threading.enumerate() if t.name.startswith("polyvox-target")])
+    assert (translator.target_language, service.control.target_language) == ("fr", "fr")
+    assert ("fr", translator.spoken["thank_you"]["fr"]) in translator.tts._cache
+
+    import edge.speech
+
+    monkeypatch.delitem(edge.speech.VOICES, "es")  # a box with no Spanish voice
+    service.set_target_language("es")
+    _wait(lambda: not [t for t in threading.enumerate() if t.name.startswith("polyvox-target")])
+    assert (translator.target_language, service.control.target_language) == ("fr", "fr")
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and refusals[0].startswith("target_language=es refused: cannot speak es")

@@ -98,6 +98,26 @@ def test_a_conversation_speaks_each_phrase_in_the_other_language(tmp_path: Path)
     assert [(e["language"], e["intent"]) for e in heard] == [(other[lang], p) for lang, p in turns]
 
 
+def test_a_file_output_does_not_deafen_the_box(tmp_path: Path):
+    # Only a speaker is heard in the room: phrases 1 s apart all translate when speech goes to a file.
+    book = _phrasebook()
+    wav = tmp_path / "quick.wav"
+    write_wav(wav, with_silence(*[_say(book[p]["en"], "en") for p in PHRASES], gap_s=1.0))
+    events = _run("--mode", "translate", "--language", "en", "--target-language", "de", "--source", str(wav),
+                  "--output", str(tmp_path / "out.wav"))
+    assert [e["phrase"] for e in events] == PHRASES
+
+
+def test_a_phrase_heard_in_the_target_language_goes_to_the_one_other_language():
+    from edge.translate import Translator
+
+    t = Translator.__new__(Translator)  # the rule alone; no models or speech needed
+    t.target_language, t.heard = "en", ("en", "fr")
+    assert (t.target_for("fr"), t.target_for("en")) == ("en", "fr")
+    t.heard = ("de", "en", "fr")  # no one other language: not translated, not echoed
+    assert (t.target_for("de"), t.target_for("fr"), t.target_for("en")) == ("en", "en", None)
+
+
 def test_conversation_evaluation_scores_each_clip_in_every_pair_it_belongs_to():
     if not (ROOT / "models" / "langid" / "manifest.json").is_file():
         pytest.skip("language-id bundle is not built")
