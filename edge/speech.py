@@ -29,6 +29,16 @@ class Tts:
             raise AudioError("espeak-ng is not installed: translation mode cannot speak (apt install espeak-ng)")
         self.rate_wpm = rate_wpm
         self._cache: dict[tuple[str, str], np.ndarray] = {}
+        self._installed: set[str] | None = None
+
+    def _check_voice(self, voice: str) -> None:
+        """espeak-ng speaks a voice it lacks in its default English voice, without a word: a
+        Mandarin target would come out in English phonemes. Refuse it instead."""
+        if self._installed is None:
+            proc = subprocess.run(["espeak-ng", "--voices"], capture_output=True, text=True, timeout=20)
+            self._installed = {line.split()[1].lower() for line in proc.stdout.splitlines()[1:] if line.split()}
+        if voice.lower() not in self._installed:
+            raise AudioError(f"espeak-ng has no voice {voice!r} here (espeak-ng --voices lists what it has)")
 
     def render(self, text: str, language: str) -> np.ndarray:
         key = (language, text)
@@ -36,6 +46,7 @@ class Tts:
             voice = VOICES.get(language)
             if voice is None:
                 raise AudioError(f"no voice for language {language!r}")
+            self._check_voice(voice)
             with tempfile.TemporaryDirectory() as tmp:
                 wav = Path(tmp) / "say.wav"
                 proc = subprocess.run(["espeak-ng", "-v", voice, "-s", str(self.rate_wpm), "-w", str(wav), "--", text],
