@@ -48,6 +48,7 @@ def _build(args: argparse.Namespace) -> int:
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
                         embedding_dir=Path(args.embedding), seed=args.seed, members=args.members,
                         head_augment=args.head_augment, voice_swap=args.voice_swap, vtlp=args.vtlp,
+                        speech_level=args.speech_level,
                         skip_engines=tuple(sorted((set(OPT_IN_ENGINES) - set(args.with_engines))
                                                   | set(args.skip_engines)
                                                   | ({"kokoro"} if args.no_kokoro else set()))),
@@ -245,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="probability that a training clip has every frequency scaled by 0.87-1.15 at the "
                         "same tempo (vocal-tract length perturbation; the default speed perturbation moves "
                         "tempo, pitch and vocal tract together) (default 0: off)")
+    p.add_argument("--speech-level", action="store_true",
+                   help="draw each clip's level (-45 to -15 dBFS) for its spoken part, as a microphone's "
+                        "meter reads it, instead of over the whole mostly silent clip, which left speech "
+                        "7-12 dB louder and a third of clips clipped (held-out clips levelled alike)")
     p.set_defaults(func=_build)
 
     p = sub.add_parser("evaluate", help="evaluate a bundle through the edge loop on labelled audio")

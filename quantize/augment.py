@@ -6,7 +6,7 @@ Audio is float32 on the int16 scale at 16 kHz.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from math import gcd
 
 import numpy as np
@@ -30,14 +30,36 @@ class AugmentRecipe:
     vtlp_prob: float = 0.0
     """Vocal-tract length perturbation at the same tempo (see `vocal_tract`)."""
     vtlp_range: tuple[float, float] = (0.87, 1.15)
+    level_of: str = "clip"
+    """What level_dbfs_range measures: "clip", the whole clip, mostly silence (the spoken part came
+    out 7-12 dB louder than drawn, and a third of clips, held-out ones too, were clipped), or
+    "speech", the spoken part, as a microphone's level meter reads it (`speech_levels`)."""
 
     def to_dict(self) -> dict:
-        # Without VTLP the recipe reads as it did before VTLP existed: feature-cache keys and
-        # manifests of earlier builds stay valid.
+        # Without VTLP or speech levels the recipe reads as it did before they existed:
+        # feature-cache keys and manifests of earlier builds stay valid.
         out = asdict(self)
         if not self.vtlp_prob:
             del out["vtlp_prob"], out["vtlp_range"]
+        if self.level_of == "clip":
+            del out["level_of"]
         return out
+
+    def heldout(self) -> AugmentRecipe:
+        """The held-out voices' recipe (MILD), levelled the way this training recipe is."""
+        return MILD if self.level_of == "clip" else replace(MILD, level_of="speech",
+                                                             level_dbfs_range=MILD_SPEECH_LEVEL_DBFS)
+
+
+SPEECH_LEVEL_DBFS = (-45.0, -15.0)
+"""Speech levels drawn with level_of = "speech": real FSDD digits lie at -46 to -18 dBFS (5th to
+95th percentile); -15 leaves loud talkers room before their peaks clip."""
+MILD_SPEECH_LEVEL_DBFS = (-40.0, -18.0)
+
+
+def speech_levels(recipe: AugmentRecipe) -> AugmentRecipe:
+    """`recipe` with its level drawn for the spoken part (see AugmentRecipe.level_of)."""
+    return replace(recipe, level_of="speech", level_dbfs_range=SPEECH_LEVEL_DBFS)
 
 
 MILD = AugmentRecipe(speed_range=(0.95, 1.05), noise_prob=0.7, snr_db_range=(15.0, 35.0), reverb_prob=0.2,
@@ -140,8 +162,10 @@ def bandlimit(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return signal.sosfilt(sos, x).astype(np.float32)
 
 
-def set_level(x: np.ndarray, dbfs: float) -> np.ndarray:
-    rms = np.sqrt(np.mean(x**2)) + 1e-9
+def set_level(x: np.ndarray, dbfs: float, measured: np.ndarray | None = None) -> np.ndarray:
+    """x scaled so that `measured` (default: all of x) has an RMS of `dbfs`."""
+    ref = x if measured is None or not len(measured) else measured
+    rms = np.sqrt(np.mean(ref**2)) + 1e-9
     return x * (32768.0 * 10 ** (dbfs / 20) / rms)
 
 
@@ -170,7 +194,8 @@ def augment(
     end = start + len(speech_region(x))
     if rng.random() < recipe.bandlimit_prob:
         out = bandlimit(out, rng)
-    out = set_level(out, rng.uniform(*recipe.level_dbfs_range))
+    level = rng.uniform(*recipe.level_dbfs_range)
+    out = set_level(out, level, out[start:end] if recipe.level_of == "speech" else None)
     if rng.random() < recipe.noise_prob:
         snr = rng.uniform(*recipe.snr_db_range)
         speech_rms = np.sqrt(np.mean(out[start : start + len(x)] ** 2)) + 1e-9

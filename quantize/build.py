@@ -26,7 +26,7 @@ from edge.audio import AudioError
 from edge.bundle import SCHEMA_VERSION, UNKNOWN, load_bundle
 from edge.frontend import FrontendConfig
 from edge.vad import VadConfig
-from quantize.augment import AugmentRecipe
+from quantize.augment import AugmentRecipe, speech_levels
 from quantize.catalog import Catalog, load_catalog
 from quantize.convert import io_specs, tflite_predict, to_int8_tflite
 from quantize.corpus import MEL_WINDOW, WINDOW, CorpusAudio, CorpusRecipe, Example, build_features, features_path
@@ -74,9 +74,16 @@ class BuildOptions:
     Off by default: es-command gained, de-command and zh-phrase lost (README)."""
     vtlp: float = 0.0
     """Probability of vocal-tract length perturbation per training clip (AugmentRecipe.vtlp_prob)."""
+    speech_level: bool = False
+    """Draw each clip's level for its spoken part, not the whole clip (AugmentRecipe.level_of)."""
     speaker_split: bool = True
     """Keep a held-out speaker out of the other languages' voices too (Voice.speaker). Bundles
     built before 2026-12-05 did not: re-planning one (negstream.build_options_of) turns it off."""
+
+
+def augment_recipe(opts: BuildOptions) -> AugmentRecipe:
+    recipe = AugmentRecipe(vtlp_prob=opts.vtlp)
+    return speech_levels(recipe) if opts.speech_level else recipe
 
 
 def head_augmentation(task: str, opts: BuildOptions) -> dict:
@@ -344,7 +351,7 @@ def heldout_audio(catalog_path: Path, cat: Catalog, labels: list[str], opts: Bui
     if heldout_voices is not None and sorted(v.id for v in held_v) != sorted(heldout_voices):
         raise ValueError(f"{catalog_path.name}: this machine's voices give other held-out voices than the build's")
     frontend = load_bundle(embedding_path.parent).frontend
-    render = CorpusAudio(CorpusRecipe(cat.task, frontend, VadConfig(), AugmentRecipe()), babble)
+    render = CorpusAudio(CorpusRecipe(cat.task, frontend, VadConfig(), augment_recipe(opts)), babble)
     out = []
     for ex in examples:
         if ex.split == "heldout" and (labels_wanted is None or ex.label in labels_wanted):
@@ -408,7 +415,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     vad = VadConfig()
     examples, train_v, held_v, babble = plan_corpus(catalog_path, cat, labels, opts)
     log.info("%s: %d training voices, %d held-out voices", cat.name, len(train_v), len(held_v))
-    recipe = CorpusRecipe(cat.task, frontend, vad, AugmentRecipe(vtlp_prob=opts.vtlp))
+    recipe = CorpusRecipe(cat.task, frontend, vad, augment_recipe(opts))
     log.info("%s: %d examples", cat.name, len(examples))
     t0 = time.time()
     features = features_path(examples, recipe, emb_bundle.model_path)

@@ -24,7 +24,7 @@ from edge.audio import AudioError
 from edge.frontend import Frontend, FrontendConfig
 from edge.models import EMBEDDING_HOP, Embedder
 from edge.vad import Vad, VadConfig
-from quantize.augment import MILD, RATE, AugmentRecipe, augment, make_noise, set_level
+from quantize.augment import RATE, AugmentRecipe, augment, make_noise, set_level
 from quantize.voices import Prosody, Voice, audio_revision, synthesize, trim_silence
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ class CorpusRecipe:
     def hash(self, examples: list[Example], embedding_sha: str) -> str:
         data = {"task": self.task, "frontend": self.frontend.hash, "vad": asdict(self.vad),
                 "augment": self.augment.to_dict(), "total_s": self.total_s, "tail_s": self.tail_s,
-                "embedding": embedding_sha, "examples": [repr(e) for e in examples], "heldout_recipe": MILD.to_dict(),
+                "embedding": embedding_sha, "examples": [repr(e) for e in examples],
+                "heldout_recipe": self.augment.heldout().to_dict(),
                 "v": 5}  # 5: the VAD's typical-noise level (edge.vad) moved windows over babble
         # Repaired audio is new audio; corpora without it keep their keys ("own-pho" kept the key
         # name it had when it was the only repair).
@@ -114,7 +115,7 @@ class CorpusAudio:
         dur = len(speech) / RATE
         tail = rng.uniform(*r.tail_s)
         lead = max(0.3, r.total_s - tail - dur * 1.15) + rng.uniform(0, 0.2)
-        recipe = MILD if ex.split == "heldout" else r.augment
+        recipe = r.augment.heldout() if ex.split == "heldout" else r.augment
         return augment(speech, rng, recipe, lead, lead + dur * 1.15 + tail, self.babble)
 
 class CorpusWorker(CorpusAudio):

@@ -61,7 +61,8 @@ def build_options_of(manifest: dict) -> BuildOptions:
                         max_espeak_voices=int(training.get("max_espeak_voices", 24)),
                         natural_weight=int(training.get("natural_weight", 3)),
                         # Built before held-out speakers were kept out of other languages' voices.
-                        speaker_split=bool(training.get("speaker_split", False)), progress=False)
+                        speaker_split=bool(training.get("speaker_split", False)),
+                        speech_level=training.get("augment", {}).get("level_of") == "speech", progress=False)
 
 
 SOUND_ALIKES = "sound-alikes"

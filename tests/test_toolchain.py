@@ -228,6 +228,24 @@ def test_augmentation_is_reproducible_and_keeps_the_speech_end():
     assert np.abs(a1).max() <= 32767
 
 
+def test_speech_levels_are_drawn_for_the_spoken_part_and_leave_earlier_recipes_alone():
+    from quantize.augment import MILD, SPEECH_LEVEL_DBFS, speech_levels
+
+    # A word and a pause inside a long silent clip: levelled over the clip, the word came out far
+    # louder than drawn and often clipped.
+    speech = (np.sin(np.arange(6000) * 0.1) * 3000 * (np.arange(6000) < 4000)).astype(np.float32)
+    recipe = speech_levels(AugmentRecipe(noise_prob=0.0, reverb_prob=0.0, bandlimit_prob=0.0, clip_prob=0.0))
+    for seed in range(20):
+        out, end = augment(speech, np.random.default_rng(seed), recipe, 1.5, 2.6)
+        start = int(1.5 * 16000)
+        dbfs = 20 * np.log10(np.sqrt(np.mean(out[start:end] ** 2)) / 32768)
+        assert SPEECH_LEVEL_DBFS[0] - 0.5 < dbfs < SPEECH_LEVEL_DBFS[1] + 0.5
+        assert np.abs(out).max() < 32767
+    # Earlier builds (level over the clip) keep their recipe, cache keys and held-out clips.
+    assert "level_of" not in AugmentRecipe().to_dict() and AugmentRecipe().heldout() is MILD
+    assert recipe.to_dict()["level_of"] == "speech" and recipe.heldout().level_of == "speech"
+
+
 def test_vocal_tract_perturbation_moves_formants_not_tempo():
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng is not installed")
@@ -540,7 +558,8 @@ def test_reps_scales_training_renditions_and_is_read_back_from_the_manifest():
     got = (opts.train_reps, opts.seed, "kokoro" in opts.skip_engines, opts.max_espeak_voices, opts.natural_weight)
     assert got == (6, 1, True, 48, 5)
     old = build_options_of({"training": {}})  # built before these options existed
-    assert (old.max_espeak_voices, old.natural_weight) == (24, 3)
+    assert (old.max_espeak_voices, old.natural_weight, old.speech_level) == (24, 3, False)
+    assert build_options_of({"training": {"augment": {"level_of": "speech"}}}).speech_level
 
 
 def test_more_espeak_voices_keep_every_voice_on_its_side():
