@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from edge.audio import AudioError, read_wav
 from edge.bundle import UNKNOWN, load_bundle
 from edge.decisions import DecisionConfig
 from edge.events import Event
+from edge.models import EMBEDDING_HOP
 from edge.pipeline import Pipeline, PipelineConfig, load_models
 
 LEAD_S = 0.5
@@ -199,7 +201,8 @@ def max_wake_score(pipe: Pipeline, head, audio: np.ndarray) -> float:
 
 
 def stream_scores(pipe: Pipeline, head, audio: np.ndarray) -> np.ndarray:
-    """Smoothed wake posteriors at every embedding step over a stream, from a fresh state."""
+    """Smoothed wake posteriors over a stream, from a fresh state, where the device scores them:
+    every `hop` embeddings (edge.pipeline), smoothed over its last `smoothing_steps` scores."""
     pipe.reset()
     fe, emb = pipe.frontend, pipe.models.embedder
     idx = head.bundle.labels.index("wake")
@@ -210,14 +213,20 @@ def stream_scores(pipe: Pipeline, head, audio: np.ndarray) -> np.ndarray:
             e = emb.push(mel[t])
             if e is not None:
                 head.runner.push(e)
-                scores.append(head.runner.scores()[idx])
+                if head.runner.steps % head.bundle.hop == 0:
+                    scores.append(head.runner.scores()[idx])
     k = max(1, int(head.bundle.decision.get("smoothing_steps", 1)))
     if len(scores) < k:
         return np.array(scores)
     return np.convolve(scores, np.ones(k) / k, mode="valid")
 
 
-def false_accepts(scores: np.ndarray, threshold: float, refractory_steps: int = 19) -> int:
+def refractory_scores(bundle) -> int:
+    """A wake bundle's refractory period in scores (one every `hop` embeddings of 80 ms)."""
+    return math.ceil(bundle.decision.get("refractory_s", 1.5) / (EMBEDDING_HOP * 0.01 * bundle.hop)) - 1
+
+
+def false_accepts(scores: np.ndarray, threshold: float, refractory_steps: int) -> int:
     count, quiet = 0, -1
     for i, s in enumerate(scores):
         if s >= threshold and i > quiet:

@@ -19,7 +19,7 @@ import numpy as np
 from edge.bundle import UNKNOWN, load_bundle
 from quantize.build import BuildOptions, heldout_audio, part_of_keyword
 from quantize.catalog import Catalog, load_catalog
-from quantize.evaluate import WAKE_THRESHOLD_GRID, false_accepts, make_pipeline, stream_scores
+from quantize.evaluate import WAKE_THRESHOLD_GRID, false_accepts, make_pipeline, refractory_scores, stream_scores
 from quantize.util import sha256_file
 from quantize.voices import OPT_IN_ENGINES
 
@@ -130,8 +130,10 @@ def false_accepts_per_hour(bundle_dir: Path, audio: np.ndarray, thresholds: np.n
     if not len(audio):
         return np.zeros(len(thresholds))
     pipe = make_pipeline([bundle_dir], wake="on")
-    scores = stream_scores(pipe, pipe.models.wake_heads[0], audio)
-    return np.array([false_accepts(scores, float(t)) for t in thresholds]) / hours(audio)
+    head = pipe.models.wake_heads[0]
+    scores = stream_scores(pipe, head, audio)
+    refractory = refractory_scores(head.bundle)
+    return np.array([false_accepts(scores, float(t), refractory) for t in thresholds]) / hours(audio)
 
 
 def calibrate_on_stream(bundle_dir: Path, streams: dict[str, np.ndarray], max_per_hour: float = 1.0) -> dict:
@@ -165,6 +167,9 @@ def apply_stream_calibration(bundle_dir: Path, window_probs: np.ndarray | None =
         t = calib["threshold"]
         decision["heldout_window_recall"] = round(float(np.mean(window_probs[window_labels == 1] >= t)), 4)
         decision["heldout_window_false_positive"] = round(float(np.mean(window_probs[window_labels == 0] >= t)), 6)
+    else:  # measured at the old threshold: drop them rather than keep them wrong
+        decision.pop("heldout_window_recall", None)
+        decision.pop("heldout_window_false_positive", None)
     decision["calibration"] = {k: v for k, v in calib.items() if k != "threshold"}
     path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return calib
