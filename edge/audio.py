@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import struct
 import sys
 import threading
 import time
@@ -32,6 +33,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 16000
+MIN_RATE_HZ = 4000
+MAX_RATE_HZ = 384_000
 
 MIC_STALL_TIMEOUT_S = 5.0
 MIC_RING_S = 10.0
@@ -71,7 +74,16 @@ def _to_int16(x: np.ndarray) -> np.ndarray:
         return x
     if np.issubdtype(x.dtype, np.integer):
         return np.clip(x, -32768, 32767).astype(np.int16)
+    if not np.isfinite(x).all():  # NaN would come out as silence, without a word
+        raise AudioError("audio has NaN or infinite samples")
     return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+
+
+def check_rate(rate_hz: int, what: str = "sample rate") -> None:
+    """A rate the resampler can take: its filter grows with the rate, and a corrupt header's
+    4-billion-Hz rate would ask for gigabytes."""
+    if not MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ:
+        raise AudioError(f"invalid {what} {rate_hz} Hz (polyvox takes {MIN_RATE_HZ}-{MAX_RATE_HZ} Hz)")
 
 
 @lru_cache(maxsize=16)
@@ -96,8 +108,7 @@ def to_int16_mono_16k(samples: np.ndarray, rate_hz: int, channels: int) -> np.nd
     `samples` is either interleaved 1-D or shaped (frames, channels). Channels are averaged,
     the rate is changed with a polyphase filter, and the result is rounded and clipped.
     """
-    if rate_hz <= 0:
-        raise AudioError(f"invalid sample rate {rate_hz} Hz")
+    check_rate(rate_hz)
     if channels < 1:
         raise AudioError(f"invalid channel count {channels}")
     x = np.asarray(samples)
@@ -252,7 +263,7 @@ def read_wav(path: str | Path) -> np.ndarray:
             f.seek(0)
             try:
                 samples, rate, channels = _read_with_wave(f, name)
-            except (wave.Error, EOFError) as e:
+            except (wave.Error, EOFError, RuntimeError, struct.error) as e:  # RuntimeError: a bad chunk size
                 problem = _one_line(e) or "header is cut short"
                 try:
                     samples, rate, channels = _read_with_scipy(path, name)
@@ -268,11 +279,16 @@ def read_wav(path: str | Path) -> np.ndarray:
     except OSError as e:
         raise AudioError(f"cannot read {name}: {_one_line(e.strerror or e)}") from None
 
-    if rate <= 0:
-        raise AudioError(f"cannot read {name}: invalid sample rate {rate} Hz")
+    try:
+        check_rate(rate)
+    except AudioError as e:
+        raise AudioError(f"cannot read {name}: {e}") from None
     if samples.size == 0:
         raise AudioError(f"{name} is empty (no audio frames)")
-    out = to_int16_mono_16k(samples, rate, channels)
+    try:
+        out = to_int16_mono_16k(samples, rate, channels)
+    except AudioError as e:
+        raise AudioError(f"cannot read {name}: {e}") from None
     log.debug("read %s: %d Hz, %d channel(s) → %d samples at 16 kHz", name, rate, channels, out.size)
     return out
 
@@ -376,8 +392,7 @@ class StdinSource(_Closing):
     """Raw 16-bit little-endian mono PCM from stdin (or any binary stream), read as it arrives."""
 
     def __init__(self, rate_hz: int = SAMPLE_RATE_HZ, stream: BinaryIO | None = None) -> None:
-        if rate_hz <= 0:
-            raise AudioError(f"invalid stdin sample rate {rate_hz} Hz")
+        check_rate(rate_hz, "stdin sample rate")
         self.input_rate_hz = rate_hz
         self.rate_hz = SAMPLE_RATE_HZ
         self.realtime = False

@@ -21,7 +21,7 @@ from edge.bundle import Bundle, BundleError, load_bundle
 from edge.decisions import TIE_MARGIN, DecisionConfig, WakeDecider, decide_command
 from edge.events import Event
 from edge.frontend import Frontend, FrontendConfig
-from edge.models import EMBEDDING_HOP, Embedder, StatefulHead, WindowHead
+from edge.models import EMBEDDING_HOP, Embedder, StatefulHead, WindowHead, silence_logmel
 from edge.vad import Vad, VadConfig
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,8 @@ def load_models(paths: list[Path], frontend: FrontendConfig, num_threads: int = 
         embedder = Embedder(emb_paths.pop(), frontend, num_threads)
     heads = []
     for b in bundles:
-        fill = embedder.silence_embedding if b.input_features == "embedding" else None
+        # A window starts as silence, as the toolchain pads one (log-mel heads: silence's log-mel).
+        fill = embedder.silence_embedding if b.input_features == "embedding" else silence_logmel(frontend)
         runner = StatefulHead(b, num_threads) if b.state else WindowHead(b, num_threads, fill)
         decision = DecisionConfig.from_manifest(b.decision)
         wake = WakeDecider(b.labels, decision) if b.task == "wake" else None

@@ -129,6 +129,13 @@ class Vad:
         if t - self._last_speech >= self._hangover or too_long:
             self.in_speech = False
             self._run = 0
+            if too_long:
+                # Nobody speaks that long: it is a new noise (a TV, people talking) that opened it
+                # while the typical level was learned in a quiet room. Learn it from the last
+                # floor_window_s, or it would keep opening utterances for as long as it goes on.
+                self._between[:] = self._energies
+                self._n_between = len(self._between)
+                self.noise_db = float(np.median(self._between))
             end = self._last_speech + 1
             if end - self.start_frame >= self._min_frames:
                 return Utterance(self.start_frame, end)

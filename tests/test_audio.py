@@ -204,6 +204,40 @@ def test_wav_cut_inside_header(tmp_path: Path) -> None:
     _assert_one_line_naming(err, "stub.wav")
 
 
+def test_corrupt_headers_are_one_line_errors_not_a_memory_blowup(tmp_path: Path) -> None:
+    import struct
+
+    good = tmp_path / "good.wav"
+    _write_pcm(good, np.zeros(1000), 44100, 2)
+    data = good.read_bytes()
+    # A rate field of 4 billion Hz: the resampler's filter alone would want gigabytes.
+    huge = tmp_path / "huge.wav"
+    huge.write_bytes(data[:24] + struct.pack("<I", 0xFFFFFFF0) + data[28:])
+    with pytest.raises(AudioError, match="sample rate 4294967280 Hz") as err:
+        read_wav(huge)
+    _assert_one_line_naming(err, "huge.wav")
+    # A `fmt ` chunk whose size is odd: Python's wave module raises RuntimeError for it.
+    odd = tmp_path / "odd.wav"
+    odd.write_bytes(data[:16] + struct.pack("<I", 17) + data[20:])
+    with pytest.raises(AudioError) as err:
+        read_wav(odd)
+    _assert_one_line_naming(err, "odd.wav")
+    with pytest.raises(AudioError, match="stdin sample rate"):
+        StdinSource(48_000_001)
+
+
+def test_float_wav_with_nan_is_an_error_not_silence(tmp_path: Path) -> None:
+    from scipy.io import wavfile
+
+    path = tmp_path / "nan.wav"
+    x = np.zeros(1600, dtype=np.float32)
+    x[100] = np.nan
+    wavfile.write(path, 16000, x)
+    with pytest.raises(AudioError, match="NaN") as err:
+        read_wav(path)
+    _assert_one_line_naming(err, "nan.wav")
+
+
 def test_not_a_wav_file(tmp_path: Path) -> None:
     path = tmp_path / "notes.wav"
     path.write_text("this is not audio\nbut it has lines\n")

@@ -67,6 +67,23 @@ def test_vad_closes_an_utterance_over_babble():
     assert abs(ends[0] - end_s) < 0.3
 
 
+def test_babble_that_starts_in_a_quiet_room_is_learned_after_one_long_utterance():
+    """A TV switched on in a quiet room: the typical level between utterances is learned only
+    between them, so its talk kept opening 4-second utterances for half a minute."""
+    rng = np.random.default_rng(1)
+    n = 16000 * 20
+    babble = np.zeros(n, dtype=np.float32)
+    for text, voice in [("the weather will be sunny tomorrow afternoon", "en-us"),
+                        ("ich habe heute keine Zeit dafür", "de"), ("nous allons au marché ce matin", "fr"),
+                        ("vamos a la playa el domingo", "es"), ("we will meet again next week", "en-gb")]:
+        talk = np.tile(espeak(text, voice).astype(np.float32), 12)
+        off = int(rng.integers(0, len(talk) - n))
+        babble += talk[off : off + n] * 0.5
+    audio = np.concatenate([rng.normal(0, 20, 16000 * 3), babble + rng.normal(0, 20, n)]).astype(np.float32)
+    utts = _utterances(audio)
+    assert len(utts) <= 2 and all(e < 8.5 for _, e in utts), utts
+
+
 def test_vad_config_is_validated():
     with pytest.raises(ValueError, match="hangover"):
         VadConfig(hangover_s=0)
