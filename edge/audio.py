@@ -37,10 +37,10 @@ MIN_RATE_HZ = 4000
 MAX_RATE_HZ = 384_000
 
 MIC_STALL_TIMEOUT_S = 5.0
+"""A microphone that delivers nothing for this long is treated as gone (unplugged, driver hang)."""
 MIC_RING_S = 10.0
 """Microphone audio held while the loop is busy. Playing a translation blocks the loop for the
 phrase's length (Mandarin phrases run to 2.4 s), so the ring must outlast the longest one."""
-"""A microphone that delivers nothing for this long is treated as gone (unplugged, driver hang)."""
 
 _POLL_S = 0.1
 """How often a blocked MicSource.chunks() wakes up to notice close() or a stalled device."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import tomllib
 
+from edge.audio import MAX_RATE_HZ, MIN_RATE_HZ
 from edge.decisions import LANGID_RULES
 from edge.frontend import FrontendConfig
 from edge.vad import VadConfig
@@ -127,9 +128,10 @@ def _check(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"language_memory_s: must be 0 (off) or a number of seconds, not {cfg.language_memory_s}")
     if not 0.0 <= cfg.sensitivity <= 1.0:
         raise ConfigError(f"sensitivity: must be between 0 and 1, not {cfg.sensitivity}")
-    if (cfg.num_threads < 1 or cfg.chunk_samples < 160 or not 4000 <= cfg.rate_hz <= 384_000
+    if (cfg.num_threads < 1 or cfg.chunk_samples < 160 or not MIN_RATE_HZ <= cfg.rate_hz <= MAX_RATE_HZ
             or not 0 < cfg.listen_s < float("inf")):
-        raise ConfigError("num_threads, chunk_samples (>= 160), rate_hz (4000-384000) or listen_s is out of range")
+        raise ConfigError(f"num_threads, chunk_samples (>= 160), rate_hz ({MIN_RATE_HZ}-{MAX_RATE_HZ}) or listen_s "
+                          "is out of range")
     return cfg
 
 

@@ -98,6 +98,14 @@ class Vad:
         self.in_speech = False
         self._run = 0
 
+    def _learn_noise(self) -> None:
+        """The typical noise: the median of the frames heard between utterances."""
+        n = min(self._n_between, len(self._between))
+        part = self._scratch[:n]
+        part[:] = self._between[:n]
+        part.partition(n // 2)
+        self.noise_db = float(part[n // 2])
+
     def step(self, energy_db: float, flatness: float) -> Utterance | None:
         cfg = self.cfg
         # Minimum statistics: speech has gaps, so the quietest recent frame is the noise; a
@@ -112,11 +120,7 @@ class Vad:
             self._between[self._n_between % len(self._between)] = energy_db
             self._n_between += 1
             if self._n_between % NOISE_UPDATE_FRAMES == 0:  # it moves slowly; a median per frame is waste
-                n = min(self._n_between, len(self._between))
-                part = self._scratch[:n]
-                part[:] = self._between[:n]
-                part.partition(n // 2)
-                self.noise_db = float(part[n // 2])
+                self._learn_noise()
             self._run = self._run + 1 if speechy else 0
             if self._run >= cfg.start_frames:
                 self.in_speech = True
@@ -135,7 +139,7 @@ class Vad:
                 # floor_window_s, or it would keep opening utterances for as long as it goes on.
                 self._between[:] = self._energies
                 self._n_between = len(self._between)
-                self.noise_db = float(np.median(self._between))
+                self._learn_noise()
             end = self._last_speech + 1
             if end - self.start_frame >= self._min_frames:
                 return Utterance(self.start_frame, end)
