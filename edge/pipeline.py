@@ -27,6 +27,9 @@ from edge.vad import Vad, VadConfig
 log = logging.getLogger(__name__)
 
 STAGES = ("frontend", "vad", "embedding", "wake", "command")
+RECORDING_LEAD_S = 0.5
+"""Silence heard before a recording (a file, a pipe) and before every evaluation clip: the quiet
+of the room the VAD learns its noise from before anyone speaks."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ class Pipeline:
         self._frame_s = cfg.frontend.hop_samples / cfg.frontend.sample_rate_hz
         self._center_s = cfg.frontend.fft_size / 2 / cfg.frontend.sample_rate_hz
         self.frame = 0
+        self._origin_s = 0.0
+        """Stream time of the recording's first sample (after a lead_in)."""
         self.last_heard_language: str | None = None
         self._heard_at: dict[str, float] = {}
         """Stream time at which each language was last decided (language memory)."""
@@ -210,12 +215,23 @@ class Pipeline:
         self.frontend.reset()
         self.vad.reset()
         self.frame = 0
+        self._origin_s = 0.0
         self._embedding_frame = 0
         self.deaf_until_s = -1.0
         self._install(self.models)
 
     def time_of(self, frame: int) -> float:
-        return frame * self._frame_s + self._center_s
+        return max(0.0, frame * self._frame_s + self._center_s - self._origin_s)
+
+    def lead_in(self, seconds: float = RECORDING_LEAD_S) -> None:
+        """Hear `seconds` of silence before a recording starts. Without it the VAD's first noise
+        estimate is the recording's first sound, and a clip trimmed to start with its word (real
+        English digits: 2 of 4 tried) was never heard. Event times stay relative to the recording."""
+        audio_s = self.metrics.audio_s
+        n = round(seconds * self.cfg.frontend.sample_rate_hz)
+        self.feed(np.zeros(n, dtype=np.float32))  # silence decides nothing: no event to lose
+        self.metrics.audio_s = audio_s
+        self._origin_s += n / self.cfg.frontend.sample_rate_hz
 
     # -- the loop ------------------------------------------------------------------------
     def feed(self, samples: np.ndarray) -> list[Event]:

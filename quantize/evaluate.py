@@ -20,9 +20,9 @@ from edge.bundle import UNKNOWN, load_bundle
 from edge.decisions import DecisionConfig
 from edge.events import Event
 from edge.models import EMBEDDING_HOP
-from edge.pipeline import Pipeline, PipelineConfig, load_models
+from edge.pipeline import RECORDING_LEAD_S, Pipeline, PipelineConfig, load_models
 
-LEAD_S = 0.5
+LEAD_S = RECORDING_LEAD_S
 REAL_DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real-dev"
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,9 @@ log = logging.getLogger(__name__)
 def run_clip(pipe: Pipeline, audio: np.ndarray) -> list[Event]:
     """Stream one clip from a fresh pipeline state; return its events."""
     pipe.reset()
-    lead = np.zeros(int(LEAD_S * 16000), dtype=np.float32)
-    events = []
-    for chunk in (lead, audio.astype(np.float32)):
-        for i in range(0, len(chunk), 1280):
-            events += pipe.feed(chunk[i : i + 1280])
+    pipe.lead_in()  # as `polyvox run` does before a file
+    audio = audio.astype(np.float32)
+    events = [e for i in range(0, len(audio), 1280) for e in pipe.feed(audio[i : i + 1280])]
     return events + pipe.finish()
 
 
@@ -43,7 +41,7 @@ def run_stream(pipe: Pipeline, clips: list[np.ndarray]) -> list[list[Event]]:
     """Clips one after another in one stream, from a fresh state; each clip's events are those
     decided while it plays (so each clip must end with more silence than the VAD's hangover)."""
     pipe.reset()
-    pipe.feed(np.zeros(int(LEAD_S * 16000), dtype=np.float32))
+    pipe.lead_in()
     heard = []
     for audio in clips:
         audio = audio.astype(np.float32)

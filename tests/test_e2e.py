@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from edge.audio import write_wav
 from edge.bundle import load_bundle
 from tests.conftest import ROOT, espeak, with_silence
@@ -148,3 +150,19 @@ def test_an_utterance_head_sees_silence_where_the_previous_utterance_was(tiny_bu
     before = seen[False][1]
     assert not np.all(np.isclose(before[blank], silence))
     assert np.array_equal(before[~blank], window[~blank])
+
+
+def test_a_recording_that_starts_with_its_word_is_heard(tiny_bundle: Path, tmp_path: Path):
+    """A clip trimmed to its first sample of speech: the VAD hears the lead-in silence an
+    evaluation clip gets, and times stay relative to the file."""
+    speech = espeak("seven", "en-us", 150)
+    loud = np.flatnonzero(np.abs(speech.astype(np.float32)) > 0.05 * np.abs(speech).max())
+    trimmed = np.concatenate([speech[loud[0]:], np.zeros(8000, np.int16)])
+    wav = tmp_path / "trimmed.wav"
+    write_wav(wav, trimmed)
+    for source, stdin in ((str(wav), None), ("-", trimmed.tobytes())):
+        proc = _run("run", "--source", source, "--bundle", str(tiny_bundle), "--wake", "off", stdin=stdin)
+        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+        events = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+        assert [e["intent"] for e in events] == ["seven"], (source, events)
+        assert 0.0 <= events[0]["t_start"] < 0.05 and events[0]["t_end"] <= len(trimmed) / 16000
