@@ -357,8 +357,10 @@ class Service:
         if self.link:
             self.link.start()
         audio = threading.Thread(target=self._audio_main, name="polyvox-audio", daemon=True)
-        audio.start()
+        # Ready before the loop's first WATCHDOG=1: the audio thread pings on its first chunk, and
+        # under load it beat a READY=1 sent after start() (the unit expects READY first).
         notify("READY=1")
+        audio.start()
         try:
             while audio.is_alive() and not self._stop_requested:
                 audio.join(POLL_S)
