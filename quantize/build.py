@@ -584,12 +584,12 @@ WAKE_WINDOWS_PER_HOUR = 3600 / 0.16
 def calibrate_wake_threshold(probs: np.ndarray, y: np.ndarray, max_false_accepts_per_hour: float = 1.0) -> dict:
     """The lowest threshold at which held-out negative windows would fire at most
     `max_false_accepts_per_hour` in an hour of windows: with fewer windows than an hour holds,
-    none may fire. Bounded to [0.5, 0.9999]; logit outputs resolve the top end."""
+    none may fire. Bounded to WAKE_THRESHOLD_GRID; logit outputs resolve its top end."""
     pos, neg = probs[y == 1, 1], probs[y == 0, 1]
     allowed = max_false_accepts_per_hour * len(neg) / WAKE_WINDOWS_PER_HOUR
     grid = WAKE_THRESHOLD_GRID
     chosen = next((float(t) for t in grid if np.sum(neg >= t) <= allowed), float(grid[-1]))
-    return {"threshold": round(chosen, 4), "smoothing_steps": 2,
+    return {"threshold": round(chosen, 6), "smoothing_steps": 2,
             "heldout_window_recall": round(float(np.mean(pos >= chosen)) if len(pos) else 0.0, 4),
             "heldout_window_false_positive": round(float(np.mean(neg >= chosen)) if len(neg) else 0.0, 6)}
 

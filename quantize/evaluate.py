@@ -100,9 +100,11 @@ def evaluate_commands(bundle: Path, items: list[tuple[Path, str]], progress: boo
     return res
 
 
-WAKE_TOP_THRESHOLDS = (0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999)
-"""Thresholds near 1 that wake models with logit outputs resolve (calibration and real DET)."""
-WAKE_THRESHOLD_GRID = np.round(np.array([*np.arange(0.5, 0.981, 0.02), *WAKE_TOP_THRESHOLDS]), 4)
+WAKE_TOP_THRESHOLDS = tuple(float(t) for t in np.round(1 / (1 + np.exp(-np.arange(4.0, 12.01, 0.25))), 6))
+"""Thresholds near 1 (calibration and real DET), even in log-odds: 4 to 12 in steps of 0.25
+(0.982 to 0.999994). Wake heads output logits, which int8 resolves in steps of 0.1-0.6; the
+grid that was even in probability went from 0.9995 to 0.9999 (log-odds 7.6 to 9.2) in one step."""
+WAKE_THRESHOLD_GRID = np.array([*np.round(np.arange(0.5, 0.981, 0.02), 4), *WAKE_TOP_THRESHOLDS])
 """Candidate wake thresholds for calibration, lowest first."""
 SWEEP_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 

@@ -148,7 +148,7 @@ def wake_real(bundle_dir: Path, root: Path, progress: bool = True) -> dict:
     out: dict = {}
     thr = float(b.decision.get("threshold", 0.5))
     grid = np.concatenate([np.arange(0.3, 0.98, 0.02), [0.98, 0.985], WAKE_TOP_THRESHOLDS, [thr]])
-    thresholds = np.unique(np.round(grid, 4))
+    thresholds = np.unique(np.round(grid, 6))
     at = int(np.argmin(np.abs(thresholds - thr)))  # the bundle's own threshold
     frr = None
     if keyword:
