@@ -243,7 +243,8 @@ class PolyvoxVad(Detector):
 
 
 class PolyvoxPipeline(Detector):
-    """edge.pipeline.Pipeline exactly as `polyvox run` streams it. wake="off" sends every utterance
+    """edge.pipeline.Pipeline as `polyvox run` streams a live source (no lead-in: the recording
+    opens with its own noise floor, as a room does). wake="off" sends every utterance
     to the command model (it costs the same or more than wake "on"), so commands are scored
     without depending on the wake phrase."""
 

@@ -226,11 +226,13 @@ class Pipeline:
     def lead_in(self, seconds: float = RECORDING_LEAD_S) -> None:
         """Hear `seconds` of silence before a recording starts. Without it the VAD's first noise
         estimate is the recording's first sound, and a clip trimmed to start with its word (real
-        English digits: 2 of 4 tried) was never heard. Event times stay relative to the recording."""
-        audio_s = self.metrics.audio_s
+        English digits: 2 of 4 tried) was never heard. The price: a recording that opens with loud
+        babble is heard as a TV switched on in a quiet room, one utterance of up to
+        vad.max_utterance_s. Event times and metrics stay those of the recording."""
+        audio_s, cpu_s = self.metrics.audio_s, dict(self.metrics.cpu_s)
         n = round(seconds * self.cfg.frontend.sample_rate_hz)
         self.feed(np.zeros(n, dtype=np.float32))  # silence decides nothing: no event to lose
-        self.metrics.audio_s = audio_s
+        self.metrics.audio_s, self.metrics.cpu_s = audio_s, cpu_s
         self._origin_s += n / self.cfg.frontend.sample_rate_hz
 
     # -- the loop ------------------------------------------------------------------------
@@ -316,7 +318,7 @@ class Pipeline:
         label, confidence = hit
         self._listen_until = t + self.cfg.listen_s
         self._wake_time = t
-        start = self.time_of(self.vad.start_frame) if self.vad.in_speech else t - 1.0
+        start = self.time_of(self.vad.start_frame) if self.vad.in_speech else max(0.0, t - 1.0)
         return Event("wake", label, head.bundle.language, head.bundle.texts.get(label, label),
                      confidence, start, t, t, head.bundle.name)
 

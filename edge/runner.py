@@ -95,7 +95,7 @@ class Runner:
                               sensitivity=cfg.sensitivity, num_threads=cfg.num_threads, langid_rule=cfg.langid_rule,
                               language_memory_s=cfg.language_memory_s)
         self.pipeline = Pipeline(pcfg, self.models)
-        if cfg.source != "mic":  # a microphone's first sound is its room; a recording may start with a word
+        if cfg.source not in ("mic", "-"):  # a live stream's first sound is its room; a file may start with a word
             self.pipeline.lead_in()
         self.startup_s = time.perf_counter() - t0
         self.sinks = sinks if sinks is not None else [stdout_sink]
