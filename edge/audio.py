@@ -300,6 +300,19 @@ def _as_mono_int16(samples: np.ndarray) -> np.ndarray:
     return _to_int16(x)
 
 
+def room_tone(samples: np.ndarray, seconds: float, rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray | None:
+    """The quietest `seconds` of a recording (by energy in 10 ms steps): its room with nobody
+    speaking, or None when the recording is shorter than twice that (a clip may be all word)."""
+    n, step = round(seconds * rate_hz), rate_hz // 100
+    if len(samples) < 2 * n:
+        return None
+    frames = samples[: len(samples) // step * step].astype(np.float64).reshape(-1, step)
+    energy = np.cumsum(np.concatenate([[0.0], np.sum(frames**2, axis=1)]))
+    per = n // step
+    start = int(np.argmin(energy[per:] - energy[:-per])) * step
+    return samples[start : start + n]
+
+
 def write_wav(path: str | Path, samples: np.ndarray, rate_hz: int = SAMPLE_RATE_HZ) -> None:
     """Write int16 mono samples to a WAV file (no resampling: `rate_hz` goes into the header)."""
     x = _as_mono_int16(samples)

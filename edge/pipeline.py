@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 STAGES = ("frontend", "vad", "embedding", "wake", "command")
 RECORDING_LEAD_S = 0.5
-"""Silence heard before a recording (a file, a pipe) and before every evaluation clip: the quiet
-of the room the VAD learns its noise from before anyone speaks."""
+"""Silence heard before every evaluation clip and a WAV file too short for its own room tone:
+the quiet the VAD learns its noise from before anyone speaks."""
+ROOM_TONE_S = 1.5
+"""A longer WAV file is heard after its own quietest stretch of this length (the VAD's noise window)."""
 
 
 @dataclass(frozen=True)
@@ -223,17 +225,25 @@ class Pipeline:
     def time_of(self, frame: int) -> float:
         return max(0.0, frame * self._frame_s + self._center_s - self._origin_s)
 
-    def lead_in(self, seconds: float = RECORDING_LEAD_S) -> None:
-        """Hear `seconds` of silence before a recording starts. Without it the VAD's first noise
-        estimate is the recording's first sound, and a clip trimmed to start with its word (real
-        English digits: 2 of 4 tried) was never heard. The price: a recording that opens with loud
-        babble is heard as a TV switched on in a quiet room, one utterance of up to
-        vad.max_utterance_s. Event times and metrics stay those of the recording."""
-        audio_s, cpu_s = self.metrics.audio_s, dict(self.metrics.cpu_s)
-        n = round(seconds * self.cfg.frontend.sample_rate_hz)
-        self.feed(np.zeros(n, dtype=np.float32))  # silence decides nothing: no event to lose
-        self.metrics.audio_s, self.metrics.cpu_s = audio_s, cpu_s
-        self._origin_s += n / self.cfg.frontend.sample_rate_hz
+    def lead_in(self, room: np.ndarray | None = None) -> None:
+        """Hear a room before a recording starts: `room` (a recording's own quiet, see
+        edge.audio.room_tone), else RECORDING_LEAD_S of silence. Without a lead-in the VAD's first
+        noise estimate is the recording's first sound, and a clip trimmed to start with its word
+        (real English digits: 2 of 4 tried) was never heard. After silence alone, a recording that
+        opens with loud babble would be heard as a TV switched on in a quiet room (one utterance of
+        up to vad.max_utterance_s); its own quiet teaches the VAD its babble first. Events heard in
+        the lead-in are dropped (the recording plays them again); times and metrics stay the
+        recording's."""
+        rate = self.cfg.frontend.sample_rate_hz
+        if room is None:
+            room = np.zeros(round(RECORDING_LEAD_S * rate), dtype=np.float32)
+        m = self.metrics
+        kept = m.audio_s, dict(m.cpu_s), m.events, len(m.latencies_s)
+        self.feed(room.astype(np.float32))
+        m.audio_s, m.cpu_s, m.events = kept[:3]
+        del m.latencies_s[kept[3]:]
+        self._listen_until = self._wake_time = -1.0
+        self._origin_s += len(room) / rate
 
     # -- the loop ------------------------------------------------------------------------
     def feed(self, samples: np.ndarray) -> list[Event]:

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from edge.audio import AudioError, open_source
+from edge.audio import AudioError, WavSource, open_source, room_tone
 from edge.bundle import BundleError, find_bundles, read_manifest
 from edge.config import RunConfig, canonical_language, frontend_config, heard_languages
 from edge.events import Event
-from edge.pipeline import ModelSet, Pipeline, PipelineConfig, check_wake, load_models
+from edge.pipeline import ROOM_TONE_S, ModelSet, Pipeline, PipelineConfig, check_wake, load_models
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ class Runner:
                               sensitivity=cfg.sensitivity, num_threads=cfg.num_threads, langid_rule=cfg.langid_rule,
                               language_memory_s=cfg.language_memory_s)
         self.pipeline = Pipeline(pcfg, self.models)
-        if cfg.source not in ("mic", "-"):  # a live stream's first sound is its room; a file may start with a word
-            self.pipeline.lead_in()
+        if isinstance(self.source, WavSource):  # live audio's first sound is its room; a file may start with a word
+            self.pipeline.lead_in(room_tone(self.source.samples, ROOM_TONE_S))
         self.startup_s = time.perf_counter() - t0
         self.sinks = sinks if sinks is not None else [stdout_sink]
         self.translator = None

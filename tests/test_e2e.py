@@ -178,3 +178,39 @@ def test_real_digit_clips_that_start_with_their_word_are_heard_as_the_evaluation
     proc = _run("run", "--source", str(wav), "--bundle", str(ROOT / "models" / "en-command"), "--wake", "off")
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert [json.loads(line)["intent"] for line in proc.stdout.decode().splitlines()] == [intent]
+
+
+def test_a_recording_that_opens_with_babble_learns_it_from_its_own_quiet(tmp_path: Path):
+    """After silence alone, babble from the first sample held the VAD open for 4 s and swallowed
+    a word at 1 s; a file long enough for its own room tone is heard after that instead."""
+    n = 16000 * 8
+    babble = np.zeros(n, np.float32)
+    talk = [("the weather report says rain tomorrow and wind in the afternoon", "en-us"),
+            ("we went to the market and bought some bread and cheese", "en-gb"),
+            ("she said that the meeting would start later than planned", "en-us+f2"),
+            ("the children played in the garden until it got dark", "en-gb+m3")]
+    for k, (text, voice) in enumerate(talk):
+        x = espeak(text, voice).astype(np.float32)
+        babble += np.roll(np.tile(x, n // len(x) + 1)[:n], 4000 * k)
+    audio = babble / 12
+    seven = espeak("seven").astype(np.float32)
+    loud = np.flatnonzero(np.abs(seven) > 0.05 * np.abs(seven).max())
+    seven = seven[loud[0] : loud[-1] + 1]
+    audio[16000 : 16000 + len(seven)] += seven
+    wav = tmp_path / "babble.wav"
+    write_wav(wav, np.clip(audio, -32768, 32767).astype(np.int16))
+    proc = _run("run", "--source", str(wav), "--bundle", str(ROOT / "models" / "en-command"), "--wake", "off")
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    events = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert [(e["intent"], round(e["t_start"])) for e in events] == [("digit_7", 1)], events
+
+
+def test_room_tone_is_a_recordings_quietest_stretch():
+    from edge.audio import room_tone
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(16000 * 5) * 1000).astype(np.float32)
+    x[32000:56000] /= 100  # 1.5 s of quiet from 2.0 s
+    tone = room_tone(x, 1.5)
+    assert tone is not None and len(tone) == 24000 and np.array_equal(tone, x[32000:56000])
+    assert room_tone(x[:47999], 1.5) is None  # shorter than twice the stretch: may be all word
