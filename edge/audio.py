@@ -306,8 +306,14 @@ def room_tone(samples: np.ndarray, seconds: float, rate_hz: int = SAMPLE_RATE_HZ
     n, step = round(seconds * rate_hz), rate_hz // 100
     if len(samples) < 2 * n:
         return None
-    frames = samples[: len(samples) // step * step].astype(np.float64).reshape(-1, step)
-    energy = np.cumsum(np.concatenate([[0.0], np.sum(frames**2, axis=1)]))
+    # Frame energies a block at a time: an hour-long file must not be copied as floats whole.
+    usable = len(samples) // step * step
+    frames = np.empty(usable // step)
+    block = step * 4096
+    for start in range(0, usable, block):
+        x = samples[start : min(start + block, usable)].astype(np.float32).reshape(-1, step)
+        frames[start // step : start // step + len(x)] = np.einsum("ij,ij->i", x, x)
+    energy = np.cumsum(np.concatenate([[0.0], frames]))
     per = n // step
     start = int(np.argmin(energy[per:] - energy[:-per])) * step
     return samples[start : start + n]

@@ -226,24 +226,30 @@ class Pipeline:
         return max(0.0, frame * self._frame_s + self._center_s - self._origin_s)
 
     def lead_in(self, room: np.ndarray | None = None) -> None:
-        """Hear a room before a recording starts: `room` (a recording's own quiet, see
-        edge.audio.room_tone), else RECORDING_LEAD_S of silence. Without a lead-in the VAD's first
-        noise estimate is the recording's first sound, and a clip trimmed to start with its word
-        (real English digits: 2 of 4 tried) was never heard. After silence alone, a recording that
-        opens with loud babble would be heard as a TV switched on in a quiet room (one utterance of
-        up to vad.max_utterance_s); its own quiet teaches the VAD its babble first. Events heard in
-        the lead-in are dropped (the recording plays them again); times and metrics stay the
+        """Start a recording as every evaluation clip starts: after RECORDING_LEAD_S of silence,
+        so that the VAD's first noise estimate is not the recording's first sound (a clip trimmed
+        to start with its word, 2 of 4 real English digits tried, was never heard). With `room`
+        (a recording's own quiet, edge.audio.room_tone) the VAD takes its noise from that instead:
+        after silence alone, a recording that opens with babble was heard as a TV switched on in
+        a quiet room, one utterance of up to vad.max_utterance_s. Only the VAD keeps anything of
+        the room (events, wake and language state are the silence's); times and metrics stay the
         recording's."""
         rate = self.cfg.frontend.sample_rate_hz
-        if room is None:
-            room = np.zeros(round(RECORDING_LEAD_S * rate), dtype=np.float32)
         m = self.metrics
-        kept = m.audio_s, dict(m.cpu_s), m.events, len(m.latencies_s)
-        self.feed(room.astype(np.float32))
+        kept = m.audio_s, dict(m.cpu_s), m.events, len(m.latencies_s), self.last_heard_language
+        noise = None
+        if room is not None:
+            self.feed(room.astype(np.float32))
+            noise = self.vad.room()
+            self.reset()
+        silence = np.zeros(round(RECORDING_LEAD_S * rate), dtype=np.float32)
+        self.feed(silence)  # silence decides nothing: no event to lose
+        if noise is not None:
+            self.vad.know_room(noise)
         m.audio_s, m.cpu_s, m.events = kept[:3]
         del m.latencies_s[kept[3]:]
-        self._listen_until = self._wake_time = -1.0
-        self._origin_s += len(room) / rate
+        self.last_heard_language = kept[4]
+        self._origin_s += len(silence) / rate
 
     # -- the loop ------------------------------------------------------------------------
     def feed(self, samples: np.ndarray) -> list[Event]:

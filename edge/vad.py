@@ -82,6 +82,22 @@ class Vad:
         self._run = 0
         self._last_speech = 0
 
+    def room(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """What this VAD learned of the room's noise, to start another stream with (know_room)."""
+        return self._energies.copy(), self._between.copy(), self._n_between
+
+    def know_room(self, room: tuple[np.ndarray, np.ndarray, int]) -> None:
+        """Take a room's noise statistics (from room()) as this stream's own; no utterance open."""
+        energies, between, n_between = room
+        self._energies[:] = energies
+        self._between[:] = between
+        self._n_between = n_between
+        self.floor_db = float(self._energies.min())
+        if n_between:
+            self._learn_noise()
+        self.in_speech = False
+        self._run = 0
+
     def is_speech_like(self, energy_db: float, flatness: float) -> bool:
         return (
             energy_db > self.floor_db + self.cfg.threshold_db

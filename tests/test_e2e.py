@@ -180,29 +180,67 @@ def test_real_digit_clips_that_start_with_their_word_are_heard_as_the_evaluation
     assert [json.loads(line)["intent"] for line in proc.stdout.decode().splitlines()] == [intent]
 
 
-def test_a_recording_that_opens_with_babble_learns_it_from_its_own_quiet(tmp_path: Path):
-    """After silence alone, babble from the first sample held the VAD open for 4 s and swallowed
-    a word at 1 s; a file long enough for its own room tone is heard after that instead."""
-    n = 16000 * 8
-    babble = np.zeros(n, np.float32)
+def _babble(n: int) -> np.ndarray:
+    """Four espeak-ng voices talking at once, looped to n samples."""
+    out = np.zeros(n, np.float32)
     talk = [("the weather report says rain tomorrow and wind in the afternoon", "en-us"),
             ("we went to the market and bought some bread and cheese", "en-gb"),
             ("she said that the meeting would start later than planned", "en-us+f2"),
             ("the children played in the garden until it got dark", "en-gb+m3")]
     for k, (text, voice) in enumerate(talk):
         x = espeak(text, voice).astype(np.float32)
-        babble += np.roll(np.tile(x, n // len(x) + 1)[:n], 4000 * k)
-    audio = babble / 12
-    seven = espeak("seven").astype(np.float32)
-    loud = np.flatnonzero(np.abs(seven) > 0.05 * np.abs(seven).max())
-    seven = seven[loud[0] : loud[-1] + 1]
-    audio[16000 : 16000 + len(seven)] += seven
-    wav = tmp_path / "babble.wav"
+        out += np.roll(np.tile(x, n // len(x) + 1)[:n], 4000 * k)
+    return out
+
+
+def _trimmed(text: str) -> np.ndarray:
+    x = espeak(text).astype(np.float32)
+    loud = np.flatnonzero(np.abs(x) > 0.05 * np.abs(x).max())
+    return x[loud[0] : loud[-1] + 1]
+
+
+def _events(audio: np.ndarray, tmp_path: Path, *args: str) -> list[dict]:
+    wav = tmp_path / "heard.wav"
     write_wav(wav, np.clip(audio, -32768, 32767).astype(np.int16))
-    proc = _run("run", "--source", str(wav), "--bundle", str(ROOT / "models" / "en-command"), "--wake", "off")
+    proc = _run("run", "--source", str(wav), *args)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-    events = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    return [json.loads(line) for line in proc.stdout.decode().splitlines()]
+
+
+def test_a_recording_that_opens_with_babble_learns_it_from_its_own_quiet(tmp_path: Path):
+    """After silence alone, babble from the first sample held the VAD open for 4 s and swallowed
+    a word at 1 s (a false "next" instead); a file long enough for its own room tone is heard
+    after that instead."""
+    audio = _babble(16000 * 8) / 12
+    seven = _trimmed("seven")
+    audio[16000 : 16000 + len(seven)] += seven
+    events = _events(audio, tmp_path, "--bundle", str(ROOT / "models" / "en-command"), "--wake", "off")
     assert [(e["intent"], round(e["t_start"])) for e in events] == [("digit_7", 1)], events
+
+
+def test_a_wake_phrase_inside_the_room_tone_is_still_heard(tmp_path: Path):
+    """The quietest stretch can hold a word: heard in the lead-in, it must not leave the wake
+    model in its refractory period (or anything else) when the recording starts."""
+    word = _trimmed("computer")
+    quiet = np.zeros(16000 * 3 // 2, np.float32)
+    quiet[10400 : 10400 + len(word)] = word
+    audio = np.concatenate([quiet, _babble(16000 * 2) * 0.6])
+    audio += np.random.default_rng(1).standard_normal(len(audio)).astype(np.float32) * 30
+    events = _events(audio, tmp_path, "--bundle", str(ROOT / "models" / "en-wake"), "--wake", "on")
+    assert [e["type"] for e in events] == ["wake"] and 0.5 < events[0]["t_start"] < 0.8, events  # word at 0.65 s
+
+
+@pytest.mark.parametrize("clip,intent", [("5_nicolas_12", "digit_5"), ("1_jackson_3", "digit_1")])
+def test_a_long_recording_that_starts_with_its_word_is_heard(clip: str, intent: str, tmp_path: Path):
+    wav = REAL_DEV / "fsdd" / f"{clip}.wav"
+    if not wav.is_file():
+        pytest.skip("../shared/data/real-dev is absent")
+    from edge.audio import read_wav
+
+    x = read_wav(wav).astype(np.float32)
+    audio = np.concatenate([x, np.zeros(16000 * 3, np.float32)])  # long enough for its room tone
+    events = _events(audio, tmp_path, "--bundle", str(ROOT / "models" / "en-command"), "--wake", "off")
+    assert [e["intent"] for e in events] == [intent]
 
 
 def test_room_tone_is_a_recordings_quietest_stretch():
