@@ -117,11 +117,15 @@ def load_models(paths: list[Path], frontend: FrontendConfig, num_threads: int = 
             raise BundleError(f"bundle '{b.path}': task {b.task!r} is not a model to listen with "
                               f"(those are {', '.join(LISTENING_TASKS)})")
     embedder = None
-    emb_paths = {b.embedding_path for b in bundles if b.input_features == "embedding"}
-    if len(emb_paths) > 1:
-        raise BundleError("bundles use different embedding models: " + ", ".join(sorted(map(str, emb_paths))))
-    if emb_paths:
-        embedder = Embedder(emb_paths.pop(), frontend, num_threads)
+    # One embedder for all: bundles agree by the embedding's sha256 (load_bundle checked each
+    # file against it), so a bundle copied elsewhere with its own copy of the model still fits.
+    embeddings = {b.manifest.get("embedding", {}).get("sha256") or str(b.embedding_path): b.embedding_path
+                  for b in bundles if b.input_features == "embedding"}
+    if len(embeddings) > 1:
+        raise BundleError("bundles use different embedding models: "
+                          + ", ".join(sorted({str(b.embedding_path) for b in bundles if b.embedding_path})))
+    if embeddings:
+        embedder = Embedder(next(iter(embeddings.values())), frontend, num_threads)
     heads = []
     for b in bundles:
         # A window starts as silence, as the toolchain pads one (log-mel heads: silence's log-mel).

@@ -82,3 +82,26 @@ def test_int8_helpers_round_trip():
     assert q.dtype == np.int8
     assert q.tolist() == [-103, -3, 7, 127]  # 7.0 saturates at 127
     np.testing.assert_allclose(dequantize(q, spec)[:3], x[:3], atol=0.025)
+
+
+def test_bundles_with_their_own_copies_of_one_embedding_share_it_and_different_ones_are_refused(tmp_path):
+    import hashlib
+    import shutil
+
+    from edge.pipeline import load_models
+
+    root = Path(__file__).resolve().parent.parent / "models"
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(root / "en-wake", copy / "en-wake")
+    shutil.copy(root / "embedding" / "model.tflite", copy / "model.tflite")
+    _edit(copy / "en-wake", lambda m: m["embedding"].update(path="../model.tflite"))
+    models = load_models([copy / "en-wake", root / "en-command"], FrontendConfig())
+    assert models.embedder is not None and len(models.heads) == 2
+
+    with open(copy / "model.tflite", "ab") as f:  # another model: its manifest says so
+        f.write(b"\0")
+    sha = hashlib.sha256((copy / "model.tflite").read_bytes()).hexdigest()
+    _edit(copy / "en-wake", lambda m: m["embedding"].update(sha256=sha))
+    with pytest.raises(BundleError, match="different embedding models") as err:
+        load_models([copy / "en-wake", root / "en-command"], FrontendConfig())
+    assert "\n" not in str(err.value)
