@@ -242,8 +242,10 @@ class Pipeline:
         m = self.metrics
         kept = m.audio_s, dict(m.cpu_s), m.events, len(m.latencies_s), self.last_heard_language
         noise = None
-        if room is not None:
-            self.feed(room.astype(np.float32))
+        if room is not None:  # the VAD alone listens to the room: no model needs to hear it
+            self.frontend.process(room.astype(np.float32))
+            for energy, flatness in zip(self.frontend.energy_db, self.frontend.flatness, strict=True):
+                self.vad.step(float(energy), float(flatness))
             noise = self.vad.room()
             self.reset()
         silence = np.zeros(round(RECORDING_LEAD_S * rate), dtype=np.float32)

@@ -22,7 +22,6 @@ from edge.events import Event
 from edge.models import EMBEDDING_HOP
 from edge.pipeline import RECORDING_LEAD_S, Pipeline, PipelineConfig, load_models
 
-LEAD_S = RECORDING_LEAD_S
 REAL_DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real-dev"
 
 log = logging.getLogger(__name__)
@@ -194,7 +193,7 @@ def read_audio_any(path: Path) -> np.ndarray | None:
 
 def max_wake_score(pipe: Pipeline, head, audio: np.ndarray) -> float:
     """The highest smoothed wake posterior while streaming one clip (with lead-in and tail)."""
-    padded = np.concatenate([np.zeros(int(LEAD_S * 16000), np.float32), audio.astype(np.float32),
+    padded = np.concatenate([np.zeros(int(RECORDING_LEAD_S * 16000), np.float32), audio.astype(np.float32),
                              np.zeros(4800, np.float32)])
     scores = stream_scores(pipe, head, padded)
     return float(scores.max()) if len(scores) else 0.0
