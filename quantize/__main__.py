@@ -48,7 +48,8 @@ def _build(args: argparse.Namespace) -> int:
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
                         embedding_dir=Path(args.embedding), seed=args.seed, members=args.members,
                         head_augment=args.head_augment, voice_swap=args.voice_swap, vtlp=args.vtlp,
-                        speech_level=args.speech_level,
+                        speech_level=args.speech_level, babble_pool=args.babble_pool,
+                        drr_db=tuple(args.drr) if args.drr else None,
                         skip_engines=tuple(sorted((set(OPT_IN_ENGINES) - set(args.with_engines))
                                                   | set(args.skip_engines)
                                                   | ({"kokoro"} if args.no_kokoro else set()))),
@@ -250,6 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="draw each clip's level (-45 to -15 dBFS) for its spoken part, as a microphone's "
                         "meter reads it, instead of over the whole mostly silent clip, which left speech "
                         "7-12 dB louder and a third of clips clipped (held-out clips levelled alike)")
+    p.add_argument("--babble-pool", type=int, default=0, metavar="N",
+                   help="training clips' babble from N sentences of everyday words spoken by training voices, "
+                        "half in the catalog's language, half in the others (default 0: the eight negatives "
+                        "whose babble the held-out clips hear)")
+    p.add_argument("--drr", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="direct-to-reverberant ratio range (dB) of the training rooms, drawn per reverberant "
+                        "clip (default: every room at +10.5 dB, a talker close to the microphone)")
     p.set_defaults(func=_build)
 
     p = sub.add_parser("evaluate", help="evaluate a bundle through the edge loop on labelled audio")

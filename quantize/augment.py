@@ -30,6 +30,9 @@ class AugmentRecipe:
     vtlp_prob: float = 0.0
     """Vocal-tract length perturbation at the same tempo (see `vocal_tract`)."""
     vtlp_range: tuple[float, float] = (0.87, 1.15)
+    drr_db_range: tuple[float, float] | None = None
+    """Direct-to-reverberant ratio (dB) of the simulated rooms, drawn per clip; None: every room's
+    tail at 0.3 of the direct path's amplitude (+10.5 dB, a talker close to the microphone)."""
     level_of: str = "clip"
     """What level_dbfs_range measures: "clip", the whole clip, mostly silence (the spoken part came
     out 7-12 dB louder than drawn, and a third of clips, held-out ones too, were clipped), or
@@ -43,6 +46,8 @@ class AugmentRecipe:
             del out["vtlp_prob"], out["vtlp_range"]
         if self.level_of == "clip":
             del out["level_of"]
+        if self.drr_db_range is None:
+            del out["drr_db_range"]
         return out
 
     def heldout(self) -> AugmentRecipe:
@@ -137,15 +142,16 @@ def make_noise(n: int, rng: np.random.Generator, babble: list[np.ndarray] | None
     return out / (np.sqrt(np.mean(out**2)) + 1e-9)
 
 
-def room_impulse(rng: np.random.Generator, rt60_s: float) -> np.ndarray:
-    """Exponentially decaying noise tail with a direct path: a cheap simulated room."""
+def room_impulse(rng: np.random.Generator, rt60_s: float, tail_gain: float = 0.3) -> np.ndarray:
+    """Exponentially decaying noise tail with a direct path: a cheap simulated room, its tail's
+    amplitude `tail_gain` times the direct path's (0.3: a direct-to-reverberant ratio of +10.5 dB)."""
     n = int(rt60_s * RATE)
     t = np.arange(n) / RATE
     tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60_s)
     tail = signal.lfilter([1.0], [1.0, -0.6], tail)  # rooms absorb highs more than lows
     ir = np.zeros(n, dtype=np.float32)
     ir[0] = 1.0
-    ir += (0.3 * tail / (np.sqrt(np.sum(tail**2)) + 1e-9)).astype(np.float32)
+    ir += (tail_gain * tail / (np.sqrt(np.sum(tail**2)) + 1e-9)).astype(np.float32)
     return ir
 
 
@@ -185,7 +191,10 @@ def augment(
     if recipe.vtlp_prob and rng.random() < recipe.vtlp_prob:
         x = vocal_tract(x, rng.uniform(*recipe.vtlp_range))
     if rng.random() < recipe.reverb_prob:
-        x = signal.fftconvolve(x, room_impulse(rng, rng.uniform(*recipe.rt60_s_range)))[: len(x) + 1600]
+        rt60 = rng.uniform(*recipe.rt60_s_range)
+        # No draw without a DRR range: earlier recipes keep their random stream.
+        gain = 10 ** (-rng.uniform(*recipe.drr_db_range) / 20) if recipe.drr_db_range else 0.3
+        x = signal.fftconvolve(x, room_impulse(rng, rt60, gain))[: len(x) + 1600]
         x = x.astype(np.float32)
     n = int(total_s * RATE)
     start = int(lead_s * RATE)

@@ -29,10 +29,19 @@ from edge.vad import VadConfig
 from quantize.augment import AugmentRecipe, speech_levels
 from quantize.catalog import Catalog, load_catalog
 from quantize.convert import io_specs, tflite_predict, to_int8_tflite
-from quantize.corpus import MEL_WINDOW, WINDOW, CorpusAudio, CorpusRecipe, Example, build_features, features_path
+from quantize.corpus import (
+    MEL_WINDOW,
+    WINDOW,
+    Babble,
+    CorpusAudio,
+    CorpusRecipe,
+    Example,
+    build_features,
+    features_path,
+)
 from quantize.evaluate import WAKE_THRESHOLD_GRID
 from quantize.util import sha256_file
-from quantize.vocabulary import everyday_texts
+from quantize.vocabulary import everyday_texts, everyday_words
 from quantize.voices import ESPEAK_VOICES, OPT_IN_ENGINES, Prosody, Voice, available_voices, split_voices
 
 log = logging.getLogger(__name__)
@@ -76,13 +85,18 @@ class BuildOptions:
     """Probability of vocal-tract length perturbation per training clip (AugmentRecipe.vtlp_prob)."""
     speech_level: bool = False
     """Draw each clip's level for its spoken part, not the whole clip (AugmentRecipe.level_of)."""
+    babble_pool: int = 0
+    """Sentences of everyday words, spoken by training voices in this and the other languages,
+    whose speech makes the training clips' babble (corpus.Babble); 0: the held-out clips' eight."""
+    drr_db: tuple[float, float] | None = None
+    """Direct-to-reverberant ratio range of the training rooms (AugmentRecipe.drr_db_range)."""
     speaker_split: bool = True
     """Keep a held-out speaker out of the other languages' voices too (Voice.speaker). Bundles
     built before 2026-12-05 did not: re-planning one (negstream.build_options_of) turns it off."""
 
 
 def augment_recipe(opts: BuildOptions) -> AugmentRecipe:
-    recipe = AugmentRecipe(vtlp_prob=opts.vtlp)
+    recipe = AugmentRecipe(vtlp_prob=opts.vtlp, drr_db_range=opts.drr_db)
     return speech_levels(recipe) if opts.speech_level else recipe
 
 
@@ -335,8 +349,38 @@ def plan_corpus(catalog_path: Path, cat: Catalog, labels: list[str], opts: Build
                        for lang, (texts, f_train, f_held) in foreign.items()}
         examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg, foreign, everyday)
     babble_texts = list(cat.negatives[:8]) or [ps[0] for ps in list(cat.intents.values())[:8]]
-    babble = [(t, v) for t, v in zip(babble_texts, train_v * 8, strict=False) if v.language != "*"]
-    return examples, train_v, held_v, babble
+    heldout_babble = [(t, v) for t, v in zip(babble_texts, train_v * 8, strict=False) if v.language != "*"]
+    train_babble = babble_pool(cat, train_v, held_v, opts) if opts.babble_pool else None
+    return examples, train_v, held_v, Babble(heldout_babble, train_babble)
+
+
+def babble_pool(cat: Catalog, train_v: list[Voice], held_v: list[Voice], opts: BuildOptions
+                ) -> list[tuple[str, Voice]]:
+    """`opts.babble_pool` sentences of eight everyday words for training clips' babble: half in
+    the build's language by its training voices, half in the other languages by theirs (a TV, a
+    visitor), none by a held-out speaker and none a phrasing of the catalog."""
+    from quantize.voices import LANGUAGES
+
+    rng = np.random.default_rng(opts.seed + 7919)  # its own stream: the examples' draws stay as they were
+    keyword = [p for ps in cat.intents.values() for p in ps]
+    own = sorted({v.language for v in train_v} - {"*"}) if cat.language == "*" else [cat.language]
+    others = [lang for lang in LANGUAGES if lang not in own]
+    speakers = {}
+    for lang in own + others:
+        voices = [v for v in train_v if v.language == lang] or without_speakers(choose_voices(lang, opts)[0], held_v)
+        words = everyday_words(lang, 300, keyword if lang in own else [])
+        if voices and words:
+            speakers[lang] = (voices, words)
+    out: list[tuple[str, Voice]] = []
+    for i in range(opts.babble_pool):
+        langs = own if i % 2 == 0 or not others else others
+        lang = langs[i // 2 % len(langs)]
+        if lang not in speakers:
+            continue
+        voices, words = speakers[lang]
+        text = ("" if lang == "zh" else " ").join(rng.choice(words, size=8, replace=False))
+        out.append((text, voices[rng.integers(len(voices))]))
+    return out
 
 
 def heldout_audio(catalog_path: Path, cat: Catalog, labels: list[str], opts: BuildOptions, embedding_path: Path,
@@ -351,7 +395,8 @@ def heldout_audio(catalog_path: Path, cat: Catalog, labels: list[str], opts: Bui
     if heldout_voices is not None and sorted(v.id for v in held_v) != sorted(heldout_voices):
         raise ValueError(f"{catalog_path.name}: this machine's voices give other held-out voices than the build's")
     frontend = load_bundle(embedding_path.parent).frontend
-    render = CorpusAudio(CorpusRecipe(cat.task, frontend, VadConfig(), augment_recipe(opts)), babble)
+    recipe = CorpusRecipe(cat.task, frontend, VadConfig(), augment_recipe(opts), babble_pool=opts.babble_pool)
+    render = CorpusAudio(recipe, babble)
     out = []
     for ex in examples:
         if ex.split == "heldout" and (labels_wanted is None or ex.label in labels_wanted):
@@ -415,7 +460,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     vad = VadConfig()
     examples, train_v, held_v, babble = plan_corpus(catalog_path, cat, labels, opts)
     log.info("%s: %d training voices, %d held-out voices", cat.name, len(train_v), len(held_v))
-    recipe = CorpusRecipe(cat.task, frontend, vad, augment_recipe(opts))
+    recipe = CorpusRecipe(cat.task, frontend, vad, augment_recipe(opts), babble_pool=opts.babble_pool)
     log.info("%s: %d examples", cat.name, len(examples))
     t0 = time.time()
     features = features_path(examples, recipe, emb_bundle.model_path)
@@ -527,6 +572,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "natural_weight": opts.natural_weight,
             "skip_engines": sorted(opts.skip_engines),
             "speaker_split": opts.speaker_split,
+            **({"babble_pool": opts.babble_pool} if opts.babble_pool else {}),
             "features_cache": features.name,
             "heldout_voices": held_voices,
             "examples": int(len(y)),

@@ -57,6 +57,9 @@ class CorpusRecipe:
     total_s: float = 2.6
     tail_s: tuple[float, float] = (0.4, 0.9)
     """Audio after the end of speech, so the VAD hangover fits in."""
+    babble_pool: int = 0
+    """Training clips' babble from this many sentences of their own (`Babble`); 0: the held-out
+    clips' eight."""
 
     def hash(self, examples: list[Example], embedding_sha: str) -> str:
         data = {"task": self.task, "frontend": self.frontend.hash, "vad": asdict(self.vad),
@@ -64,6 +67,8 @@ class CorpusRecipe:
                 "embedding": embedding_sha, "examples": [repr(e) for e in examples],
                 "heldout_recipe": self.augment.heldout().to_dict(),
                 "v": 5}  # 5: the VAD's typical-noise level (edge.vad) moved windows over babble
+        if self.babble_pool:
+            data["babble_pool"] = self.babble_pool
         # Repaired audio is new audio; corpora without it keep their keys ("own-pho" kept the key
         # name it had when it was the only repair).
         revisions = {audio_revision(e.voice) for e in examples if e.voice is not None} - {""}
@@ -92,23 +97,40 @@ def synth_cached(text: str, voice: Voice, prosody: Prosody) -> np.ndarray:
     return audio
 
 
+@dataclass(frozen=True)
+class Babble:
+    """Who speaks the babble noise, as (text, voice) pairs. Held-out clips hear the catalog's
+    first eight negatives; training clips hear those too unless a build draws a pool of its own
+    (`BuildOptions.babble_pool`), so that its held-out clips' babble is none it trained on."""
+
+    heldout: list[tuple[str, Voice]]
+    train: list[tuple[str, Voice]] | None = None
+
+
+def _speak_all(texts: list[tuple[str, Voice]]) -> list[np.ndarray]:
+    out = []
+    for text, voice in texts:
+        with contextlib.suppress(AudioError):
+            out.append(synth_cached(text, voice, Prosody()).astype(np.float32))
+    return out
+
+
 class CorpusAudio:
     """Renders an example's audio as the build does (speech placed, augmented, babble from the
     build's own voices); on its own it re-renders a build's held-out clips (`build.heldout_audio`)."""
 
-    def __init__(self, recipe: CorpusRecipe, babble_texts: list[tuple[str, Voice]]) -> None:
+    def __init__(self, recipe: CorpusRecipe, babble: Babble) -> None:
         self.recipe = recipe
-        self.babble: list[np.ndarray] = []
-        for text, voice in babble_texts:
-            with contextlib.suppress(AudioError):
-                self.babble.append(synth_cached(text, voice, Prosody()).astype(np.float32))
+        self.babble = _speak_all(babble.heldout)
+        self.train_babble = self.babble if babble.train is None else _speak_all(babble.train)
 
     def audio_for(self, ex: Example) -> tuple[np.ndarray, int]:
         rng = np.random.default_rng(ex.seed)
         r = self.recipe
+        babble = self.babble if ex.split == "heldout" else self.train_babble
         if ex.voice is None:  # noise / silence only
             n = int(r.total_s * RATE)
-            out = make_noise(n, rng, self.babble) if rng.random() < 0.85 else np.zeros(n, np.float32)
+            out = make_noise(n, rng, babble) if rng.random() < 0.85 else np.zeros(n, np.float32)
             out = set_level(out + 1e-3, rng.uniform(-60, -15)) if out.any() else out
             return np.clip(out, -32768, 32767), n - int(0.5 * RATE)
         speech = synth_cached(ex.text, ex.voice, ex.prosody)
@@ -116,13 +138,13 @@ class CorpusAudio:
         tail = rng.uniform(*r.tail_s)
         lead = max(0.3, r.total_s - tail - dur * 1.15) + rng.uniform(0, 0.2)
         recipe = r.augment.heldout() if ex.split == "heldout" else r.augment
-        return augment(speech, rng, recipe, lead, lead + dur * 1.15 + tail, self.babble)
+        return augment(speech, rng, recipe, lead, lead + dur * 1.15 + tail, babble)
 
 class CorpusWorker(CorpusAudio):
     """Per-process state of a feature build: the audio, one frontend, one VAD, one embedder."""
 
-    def __init__(self, recipe: CorpusRecipe, embedding_path: str, babble_texts: list[tuple[str, Voice]]) -> None:
-        super().__init__(recipe, babble_texts)
+    def __init__(self, recipe: CorpusRecipe, embedding_path: str, babble: Babble) -> None:
+        super().__init__(recipe, babble)
         self.frontend = Frontend(recipe.frontend)
         self.embedder = Embedder(embedding_path, recipe.frontend)
 
@@ -177,7 +199,7 @@ class CorpusWorker(CorpusAudio):
 _worker: CorpusWorker | None = None
 
 
-def _init(recipe: CorpusRecipe, embedding_path: str, babble: list[tuple[str, Voice]]) -> None:
+def _init(recipe: CorpusRecipe, embedding_path: str, babble: Babble) -> None:
     global _worker
     _worker = CorpusWorker(recipe, embedding_path, babble)
 
@@ -206,7 +228,7 @@ def build_features(
     examples: list[Example],
     recipe: CorpusRecipe,
     embedding_path: Path,
-    babble: list[tuple[str, Voice]],
+    babble: Babble,
     workers: int = 2,
     progress: bool = True,
     path: Path | None = None,
@@ -224,6 +246,8 @@ def build_features(
 
         prepare()
     rows_emb, rows_mel, labels, splits, voices, closed, fired_count = [], [], [], [], [], [], 0
+    # Babble speech is synthesized here first: two workers writing one cache file race.
+    _speak_all(babble.heldout + (babble.train or []))
     ctx = get_context("fork")
     with ctx.Pool(workers, initializer=_init, initargs=(recipe, str(embedding_path), babble)) as pool:
         it = pool.imap(_run, examples, chunksize=8)

@@ -62,7 +62,13 @@ def build_options_of(manifest: dict) -> BuildOptions:
                         natural_weight=int(training.get("natural_weight", 3)),
                         # Built before held-out speakers were kept out of other languages' voices.
                         speaker_split=bool(training.get("speaker_split", False)),
-                        speech_level=training.get("augment", {}).get("level_of") == "speech", progress=False)
+                        speech_level=training.get("augment", {}).get("level_of") == "speech",
+                        babble_pool=int(training.get("babble_pool", 0)),
+                        drr_db=_pair(training.get("augment", {}).get("drr_db_range")), progress=False)
+
+
+def _pair(value: list[float] | None) -> tuple[float, float] | None:
+    return None if value is None else (float(value[0]), float(value[1]))
 
 
 SOUND_ALIKES = "sound-alikes"

@@ -612,8 +612,8 @@ def test_first_kokoro_build_with_two_workers_assembles_the_model_once(tmp_path, 
     examples = [corpus.Example(word, 1, Voice("kokoro", kokoro_voices()[0], "en"), Prosody(), i, "train")
                 for i, word in enumerate(words)]
     recipe = corpus.CorpusRecipe("command", FrontendConfig(), VadConfig())
-    data = corpus.build_features(examples, recipe, CATALOGS.parent / "embedding" / "model.tflite", [], workers=2,
-                                 progress=False)
+    data = corpus.build_features(examples, recipe, CATALOGS.parent / "embedding" / "model.tflite", corpus.Babble([]),
+                                 workers=2, progress=False)
     assert len(data["label"]) == len(words)
     assert (tmp_path / "kokoro" / "kokoro-v1.0.int8.onnx").stat().st_size > 50_000_000
 
