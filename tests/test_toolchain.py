@@ -295,6 +295,58 @@ def test_augmentation_without_vtlp_draws_what_it_drew_before_vtlp_existed():
     assert len([line for line in on.lines if "vtlp" in line]) == 1
 
 
+def test_drawn_room_ratios_reach_the_tail_and_leave_earlier_recipes_alone():
+    from quantize.augment import room_impulse
+
+    for gain in (0.3, 1.0):
+        ir = room_impulse(np.random.default_rng(0), 0.4, gain)
+        direct, tail = ir[0] - 1.0, ir[1:]
+        # The tail's energy is gain² of the direct path's (its first sample rides on the impulse).
+        assert abs(10 * np.log10((np.sum(tail**2) + direct**2) / 1.0) - 20 * np.log10(gain)) < 0.01
+    assert "drr_db_range" not in AugmentRecipe().to_dict()
+    assert AugmentRecipe(drr_db_range=(-2.0, 12.0)).to_dict()["drr_db_range"] == (-2.0, 12.0)
+    speech = (np.random.default_rng(0).standard_normal(8000) * 3000).astype(np.float32)
+    plain = AugmentRecipe(reverb_prob=1.0, noise_prob=0.0, bandlimit_prob=0.0, clip_prob=0.0)
+    far = AugmentRecipe(reverb_prob=1.0, noise_prob=0.0, bandlimit_prob=0.0, clip_prob=0.0, drr_db_range=(-3.0, -3.0))
+    near, _ = augment(speech, np.random.default_rng(5), plain, 0.2, 1.0)
+    wet, _ = augment(speech, np.random.default_rng(5), far, 0.2, 1.0)
+    # After the speech has stopped, a far talker's room rings on louder.
+    after = slice(int(0.2 * 16000) + 8000 + 400, int(0.2 * 16000) + 8000 + 1600)
+    assert np.std(wet[after]) / np.std(wet) > 2 * np.std(near[after]) / np.std(near)
+
+
+def test_a_babble_pool_trains_on_babble_the_held_out_clips_never_hear():
+    """With --babble-pool the training clips' babble is sentences of everyday words by training
+    voices, in this and the other languages; the held-out clips keep the eight they had, so the
+    build's examples and held-out audio stay those of a build without it."""
+    from edge.frontend import FrontendConfig
+    from edge.vad import VadConfig
+    from quantize.build import UNKNOWN, BuildOptions, plan_corpus
+    from quantize.corpus import CorpusRecipe
+    from quantize.negstream import build_options_of
+
+    cat = load_catalog(ROOT / "models" / "catalog" / "en-command.toml")
+    labels = [UNKNOWN] + cat.labels
+    examples, train_v, held_v, babble = plan_corpus(cat.path, cat, labels, BuildOptions(quick=True))
+    pooled, _, _, wide = plan_corpus(cat.path, cat, labels, BuildOptions(quick=True, babble_pool=12))
+    assert babble.train is None and wide.heldout == babble.heldout
+    assert [repr(e) for e in pooled] == [repr(e) for e in examples]
+    assert wide.train is not None and len(wide.train) == 12
+    assert not {t for t, _ in wide.train} & {t for t, _ in wide.heldout}
+    assert {v.language for _, v in wide.train} == {"en", "zh", "de", "fr", "es"}
+    assert all(v in train_v for _, v in wide.train if v.language == "en")
+    assert not {v.speaker for _, v in wide.train} & {v.speaker for v in held_v}
+    phrasings = {p for ps in cat.intents.values() for p in ps}
+    assert not [t for t, v in wide.train if v.language == "en" and phrasings & set(t.split())]
+    # Its own feature-cache key, and a manifest that records it re-plans it.
+    recipe = CorpusRecipe("command", FrontendConfig(), VadConfig())
+    assert recipe.hash(examples, "x") != CorpusRecipe("command", FrontendConfig(), VadConfig(), babble_pool=12).hash(
+        examples, "x")
+    assert build_options_of({"training": {"babble_pool": 12}}).babble_pool == 12
+    assert build_options_of({"training": {"augment": {"drr_db_range": [-2, 12]}}}).drr_db == (-2.0, 12.0)
+    assert build_options_of({"training": {}}).babble_pool == 0
+
+
 def test_no_held_out_voice_sounds_like_a_training_voice():
     """espeak-ng silently speaks the base voice for variants it lacks (and fr-fr ignores them all)."""
     if not shutil.which("espeak-ng"):
