@@ -40,6 +40,13 @@ def _probability(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def _build(args: argparse.Namespace) -> int:
     from quantize.build import BuildOptions, build
     from quantize.report import write_report
@@ -251,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="draw each clip's level (-45 to -15 dBFS) for its spoken part, as a microphone's "
                         "meter reads it, instead of over the whole mostly silent clip, which left speech "
                         "7-12 dB louder and a third of clips clipped (held-out clips levelled alike)")
-    p.add_argument("--babble-pool", type=int, default=0, metavar="N",
+    p.add_argument("--babble-pool", type=_count, default=0, metavar="N",
                    help="training clips' babble from N sentences of everyday words spoken by training voices, "
                         "half in the catalog's language, half in the others (default 0: the eight negatives "
                         "whose babble the held-out clips hear)")

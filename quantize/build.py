@@ -350,36 +350,49 @@ def plan_corpus(catalog_path: Path, cat: Catalog, labels: list[str], opts: Build
         examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg, foreign, everyday)
     babble_texts = list(cat.negatives[:8]) or [ps[0] for ps in list(cat.intents.values())[:8]]
     heldout_babble = [(t, v) for t, v in zip(babble_texts, train_v * 8, strict=False) if v.language != "*"]
-    train_babble = babble_pool(cat, train_v, held_v, opts) if opts.babble_pool else None
+    train_babble = babble_pool(cat, train_v, held_v, heldout_babble, opts) if opts.babble_pool else None
     return examples, train_v, held_v, Babble(heldout_babble, train_babble)
 
 
-def babble_pool(cat: Catalog, train_v: list[Voice], held_v: list[Voice], opts: BuildOptions
-                ) -> list[tuple[str, Voice]]:
-    """`opts.babble_pool` sentences of eight everyday words for training clips' babble: half in
-    the build's language by its training voices, half in the other languages by theirs (a TV, a
-    visitor), none by a held-out speaker and none a phrasing of the catalog."""
+BABBLE_WORDS = 8
+"""Everyday words per babble sentence: about three seconds of speech."""
+
+
+def babble_pool(cat: Catalog, train_v: list[Voice], held_v: list[Voice], heldout_babble: list[tuple[str, Voice]],
+                opts: BuildOptions) -> list[tuple[str, Voice]]:
+    """`opts.babble_pool` sentences of everyday words for training clips' babble: half in the
+    build's language by its training voices, half in the other languages by theirs (a TV, a
+    visitor), none by a held-out speaker, none holding a phrasing of the catalog or a text of the
+    held-out clips' babble."""
     from quantize.voices import LANGUAGES
 
     rng = np.random.default_rng(opts.seed + 7919)  # its own stream: the examples' draws stay as they were
-    keyword = [p for ps in cat.intents.values() for p in ps]
+    phrasings = [p for ps in cat.intents.values() for p in ps]
+    banned = [t.lower() for t in phrasings + [t for t, _ in heldout_babble]]
     own = sorted({v.language for v in train_v} - {"*"}) if cat.language == "*" else [cat.language]
     others = [lang for lang in LANGUAGES if lang not in own]
     speakers = {}
     for lang in own + others:
-        voices = [v for v in train_v if v.language == lang] or without_speakers(choose_voices(lang, opts)[0], held_v)
-        words = everyday_words(lang, 300, keyword if lang in own else [])
-        if voices and words:
+        voices = [v for v in train_v if v.language == lang]
+        if not voices:
+            with contextlib.suppress(RuntimeError):  # no TTS voice speaks it here
+                voices = without_speakers(choose_voices(lang, opts)[0], held_v)
+        words = everyday_words(lang, 300, banned if lang in own else [])
+        if voices and len(words) >= BABBLE_WORDS:
             speakers[lang] = (voices, words)
+    if not any(lang in speakers for lang in own):
+        raise RuntimeError(f"--babble-pool: no everyday words of {'/'.join(own)} to speak (pip install -e '.[train]' "
+                           "for wordfreq)")
     out: list[tuple[str, Voice]] = []
     for i in range(opts.babble_pool):
-        langs = own if i % 2 == 0 or not others else others
+        langs = [lang for lang in (others if i % 2 and others else own) if lang in speakers] or list(speakers)
         lang = langs[i // 2 % len(langs)]
-        if lang not in speakers:
-            continue
         voices, words = speakers[lang]
-        text = ("" if lang == "zh" else " ").join(rng.choice(words, size=8, replace=False))
-        out.append((text, voices[rng.integers(len(voices))]))
+        for _ in range(100):  # words side by side can make a phrasing ("moins" "fort"; 你好 电脑)
+            text = ("" if lang == "zh" else " ").join(rng.choice(words, size=BABBLE_WORDS, replace=False))
+            if lang not in own or not any(b in text.lower() for b in banned):
+                out.append((text, voices[rng.integers(len(voices))]))
+                break
     return out
 
 
@@ -395,7 +408,7 @@ def heldout_audio(catalog_path: Path, cat: Catalog, labels: list[str], opts: Bui
     if heldout_voices is not None and sorted(v.id for v in held_v) != sorted(heldout_voices):
         raise ValueError(f"{catalog_path.name}: this machine's voices give other held-out voices than the build's")
     frontend = load_bundle(embedding_path.parent).frontend
-    recipe = CorpusRecipe(cat.task, frontend, VadConfig(), augment_recipe(opts), babble_pool=opts.babble_pool)
+    recipe = CorpusRecipe(cat.task, frontend, VadConfig(), augment_recipe(opts))
     render = CorpusAudio(recipe, babble)
     out = []
     for ex in examples:
@@ -460,10 +473,10 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
     vad = VadConfig()
     examples, train_v, held_v, babble = plan_corpus(catalog_path, cat, labels, opts)
     log.info("%s: %d training voices, %d held-out voices", cat.name, len(train_v), len(held_v))
-    recipe = CorpusRecipe(cat.task, frontend, vad, augment_recipe(opts), babble_pool=opts.babble_pool)
+    recipe = CorpusRecipe(cat.task, frontend, vad, augment_recipe(opts))
     log.info("%s: %d examples", cat.name, len(examples))
     t0 = time.time()
-    features = features_path(examples, recipe, emb_bundle.model_path)
+    features = features_path(examples, recipe, emb_bundle.model_path, babble)
     data = build_features(examples, recipe, emb_bundle.model_path, babble, opts.workers, opts.progress, features)
     t_features = time.time() - t0
     held = data["heldout"]

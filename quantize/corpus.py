@@ -57,18 +57,15 @@ class CorpusRecipe:
     total_s: float = 2.6
     tail_s: tuple[float, float] = (0.4, 0.9)
     """Audio after the end of speech, so the VAD hangover fits in."""
-    babble_pool: int = 0
-    """Training clips' babble from this many sentences of their own (`Babble`); 0: the held-out
-    clips' eight."""
 
-    def hash(self, examples: list[Example], embedding_sha: str) -> str:
+    def hash(self, examples: list[Example], embedding_sha: str, babble: Babble | None = None) -> str:
         data = {"task": self.task, "frontend": self.frontend.hash, "vad": asdict(self.vad),
                 "augment": self.augment.to_dict(), "total_s": self.total_s, "tail_s": self.tail_s,
                 "embedding": embedding_sha, "examples": [repr(e) for e in examples],
                 "heldout_recipe": self.augment.heldout().to_dict(),
                 "v": 5}  # 5: the VAD's typical-noise level (edge.vad) moved windows over babble
-        if self.babble_pool:
-            data["babble_pool"] = self.babble_pool
+        if babble is not None and babble.train is not None:  # a pool of its own (Babble): what it says
+            data["babble"] = [f"{v.id}|{t}" for t, v in babble.train]
         # Repaired audio is new audio; corpora without it keep their keys ("own-pho" kept the key
         # name it had when it was the only repair).
         revisions = {audio_revision(e.voice) for e in examples if e.voice is not None} - {""}
@@ -122,12 +119,22 @@ class CorpusAudio:
     def __init__(self, recipe: CorpusRecipe, babble: Babble) -> None:
         self.recipe = recipe
         self.babble = _speak_all(babble.heldout)
-        self.train_babble = self.babble if babble.train is None else _speak_all(babble.train)
+        self._train_texts = babble.train
+        self._train_babble = self.babble if babble.train is None else None
+
+    def babble_for(self, split: str) -> list[np.ndarray]:
+        """The babble speech a clip of `split` hears; a pool of its own is spoken when first
+        needed (re-rendering held-out clips needs none of it)."""
+        if split == "heldout":
+            return self.babble
+        if self._train_babble is None:
+            self._train_babble = _speak_all(self._train_texts or [])
+        return self._train_babble
 
     def audio_for(self, ex: Example) -> tuple[np.ndarray, int]:
         rng = np.random.default_rng(ex.seed)
         r = self.recipe
-        babble = self.babble if ex.split == "heldout" else self.train_babble
+        babble = self.babble_for(ex.split)
         if ex.voice is None:  # noise / silence only
             n = int(r.total_s * RATE)
             out = make_noise(n, rng, babble) if rng.random() < 0.85 else np.zeros(n, np.float32)
@@ -217,11 +224,11 @@ def _run(ex: Example) -> tuple[Example, list, bool]:
     return ex, [(emb, mel, ex.label)], fired
 
 
-def features_path(examples: list[Example], recipe: CorpusRecipe, embedding_path: Path) -> Path:
+def features_path(examples: list[Example], recipe: CorpusRecipe, embedding_path: Path, babble: Babble) -> Path:
     """Where a corpus's features are cached: keyed by everything that makes them."""
     from quantize.util import sha256_file
 
-    return CACHE / "features" / f"{recipe.task}-{recipe.hash(examples, sha256_file(embedding_path))}.npz"
+    return CACHE / "features" / f"{recipe.task}-{recipe.hash(examples, sha256_file(embedding_path), babble)}.npz"
 
 
 def build_features(
@@ -235,7 +242,7 @@ def build_features(
 ) -> dict[str, np.ndarray]:
     """Features for every example, cached on disk by recipe hash (at `path` when the caller has
     it already: hashing a large corpus is not free)."""
-    path = path or features_path(examples, recipe, embedding_path)
+    path = path or features_path(examples, recipe, embedding_path, babble)
     if path.is_file():
         log.info("features: reusing %s", path.name)
         return dict(np.load(path))

@@ -315,14 +315,14 @@ def test_drawn_room_ratios_reach_the_tail_and_leave_earlier_recipes_alone():
     assert np.std(wet[after]) / np.std(wet) > 2 * np.std(near[after]) / np.std(near)
 
 
-def test_a_babble_pool_trains_on_babble_the_held_out_clips_never_hear():
+def test_a_babble_pool_trains_on_babble_the_held_out_clips_never_hear(monkeypatch):
     """With --babble-pool the training clips' babble is sentences of everyday words by training
     voices, in this and the other languages; the held-out clips keep the eight they had, so the
     build's examples and held-out audio stay those of a build without it."""
     from edge.frontend import FrontendConfig
     from edge.vad import VadConfig
     from quantize.build import UNKNOWN, BuildOptions, plan_corpus
-    from quantize.corpus import CorpusRecipe
+    from quantize.corpus import Babble, CorpusRecipe
     from quantize.negstream import build_options_of
 
     cat = load_catalog(ROOT / "models" / "catalog" / "en-command.toml")
@@ -336,15 +336,27 @@ def test_a_babble_pool_trains_on_babble_the_held_out_clips_never_hear():
     assert {v.language for _, v in wide.train} == {"en", "zh", "de", "fr", "es"}
     assert all(v in train_v for _, v in wide.train if v.language == "en")
     assert not {v.speaker for _, v in wide.train} & {v.speaker for v in held_v}
-    phrasings = {p for ps in cat.intents.values() for p in ps}
-    assert not [t for t, v in wide.train if v.language == "en" and phrasings & set(t.split())]
+    phrasings = [p for ps in cat.intents.values() for p in ps] + [t for t, _ in wide.heldout]
+    assert not [t for t, v in wide.train if v.language == "en" and any(p in t for p in phrasings)]
     # Its own feature-cache key, and a manifest that records it re-plans it.
     recipe = CorpusRecipe("command", FrontendConfig(), VadConfig())
-    assert recipe.hash(examples, "x") != CorpusRecipe("command", FrontendConfig(), VadConfig(), babble_pool=12).hash(
-        examples, "x")
+    assert recipe.hash(examples, "x", babble) == recipe.hash(examples, "x")
+    assert recipe.hash(examples, "x", wide) != recipe.hash(examples, "x")
+    fewer = Babble(wide.heldout, wide.train[:-1])
+    assert recipe.hash(examples, "x", fewer) != recipe.hash(examples, "x", wide)
     assert build_options_of({"training": {"babble_pool": 12}}).babble_pool == 12
     assert build_options_of({"training": {"augment": {"drr_db_range": [-2, 12]}}}).drr_db == (-2.0, 12.0)
     assert build_options_of({"training": {}}).babble_pool == 0
+    # Words side by side must not make a phrasing either ("moins" "fort" is fr-command's dimmer).
+    import quantize.build as build_module
+
+    few = ["moins", "fort", "maison", "temps", "jour", "homme", "monde", "ville", "porte"]
+    monkeypatch.setattr(build_module, "everyday_words", lambda lang, n, exclude: few if lang == "fr" else [])
+    cat = load_catalog(ROOT / "models" / "catalog" / "fr-command.toml")
+    assert "moins fort" in [p for ps in cat.intents.values() for p in ps]
+    _, _, _, wide = plan_corpus(cat.path, cat, [UNKNOWN] + cat.labels, BuildOptions(quick=True, babble_pool=64))
+    assert wide.train and all(v.language == "fr" for _, v in wide.train)  # no words of the others
+    assert not [t for t, _ in wide.train if "moins fort" in t]
 
 
 def test_no_held_out_voice_sounds_like_a_training_voice():
