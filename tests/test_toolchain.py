@@ -359,6 +359,21 @@ def test_a_babble_pool_trains_on_babble_the_held_out_clips_never_hear(monkeypatc
     assert not [t for t, _ in wide.train if "moins fort" in t]
 
 
+def test_candidates_mix_cnn_and_cgru_heads_in_turn():
+    from quantize.build import head_variants
+
+    trained: dict = {arch: [(f"{arch}{k}", 1.0) for k in range(3)] for arch in ("cnn", "cgru")}
+    got = {name: (arch, [h for h, _ in heads]) for name, arch, heads in head_variants(trained, 3)}
+    assert got["cnn+cgru+cnn"] == ("cnn", ["cnn0", "cgru0", "cnn1"])
+    assert got["cgrux3"] == ("cgru", ["cgru0", "cgru1", "cgru2"]) and got["cnn"] == ("cnn", ["cnn0"])
+    two = {name: [h for h, _ in heads] for name, _, heads in head_variants(trained, 2)}
+    assert two["cnn+cgru"] == ["cnn0", "cgru0"]
+    # One head per architecture, or no cgru (wake words): nothing mixed.
+    assert [n for n, _, _ in head_variants(trained, 1)] == ["cnn", "cgru"]
+    assert [n for n, _, _ in head_variants({"cnn": trained["cnn"], "dense": trained["cnn"]}, 2)] == [
+        "cnn", "cnnx2", "dense", "densex2"]
+
+
 def test_no_held_out_voice_sounds_like_a_training_voice():
     """espeak-ng silently speaks the base voice for variants it lacks (and fr-fr ignores them all)."""
     if not shutil.which("espeak-ng"):
