@@ -7,8 +7,12 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from quantize.train import ARCHS
+
+if TYPE_CHECKING:
+    from quantize.build import BuildOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -47,6 +51,25 @@ def _count(text: str) -> int:
     return value
 
 
+def _recipe_of(bundle: Path, opts: BuildOptions) -> tuple[Path, str | None, BuildOptions]:
+    """(catalog, phrasebook language, options) of the build that made `bundle`, from its manifest:
+    the same corpus (its feature cache is reused) and head training; `opts` gives the rest."""
+    from dataclasses import replace
+
+    from edge.bundle import read_manifest
+    from quantize.negstream import build_options_of, catalog_of
+
+    manifest = read_manifest(bundle)
+    catalog = catalog_of(manifest)
+    if catalog is None:
+        raise SystemExit(f"error: {bundle}: its catalog {manifest.get('training', {}).get('catalog')} is not in "
+                         "models/catalog with the same contents")
+    recorded = build_options_of(manifest)
+    return catalog, manifest["language"] if manifest["task"] == "phrase" else None, replace(
+        recorded, workers=opts.workers, progress=opts.progress, embedding_dir=opts.embedding_dir, archs=opts.archs,
+        members=opts.members)
+
+
 def _build(args: argparse.Namespace) -> int:
     from quantize.build import BuildOptions, build
     from quantize.report import write_report
@@ -63,8 +86,14 @@ def _build(args: argparse.Namespace) -> int:
                         train_reps=args.reps,
                         max_espeak_voices=args.espeak_voices, natural_weight=args.natural_weight,
                         progress=not args.quiet)
+    catalog, language = Path(args.catalog or ""), args.language
+    if args.like:
+        catalog, language, opts = _recipe_of(Path(args.like), opts)
+    elif not args.catalog:
+        raise SystemExit("error: build needs --catalog FILE (or --like BUNDLE)")
+    args.catalog = str(catalog)
     out = Path(args.out)
-    manifest = build(Path(args.catalog), out, opts, language=args.language)
+    manifest = build(catalog, out, opts, language=language)
     if manifest["task"] in ("command", "phrase") and not args.quick:
         from quantize.heldout import evaluate_heldout
 
@@ -205,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_embedding)
 
     p = sub.add_parser("build", help="build one bundle from a catalog: synthesize, augment, train, int8, evaluate")
-    p.add_argument("--catalog", required=True, help="catalog TOML (see models/catalog/)")
+    p.add_argument("--catalog", help="catalog TOML (see models/catalog/)")
+    p.add_argument("--like", metavar="BUNDLE",
+                   help="rebuild with the catalog and recipe recorded in BUNDLE's manifest (corpus, seed, "
+                        "augmentation, head training; the recipe options below are then ignored), reusing its "
+                        "cached features: new candidates or training code on the same corpus")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--language", help="for a phrasebook: the source language to build")
     p.add_argument("--quick", action="store_true", help="few voices, one augmentation, short training (tests)")

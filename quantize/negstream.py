@@ -64,7 +64,17 @@ def build_options_of(manifest: dict) -> BuildOptions:
                         speaker_split=bool(training.get("speaker_split", False)),
                         speech_level=training.get("augment", {}).get("level_of") == "speech",
                         babble_pool=int(training.get("babble_pool", 0)),
+                        head_augment=head_augment_of(training),
+                        voice_swap=float(training.get("head_augment", {}).get("voice_swap", 0.0)),
+                        vtlp=float(training.get("augment", {}).get("vtlp_prob", 0.0)),
                         drr_db=_pair(training.get("augment", {}).get("drr_db_range")), progress=False)
+
+
+def head_augment_of(training: dict) -> str:
+    """The --head-augment a build used; bundles that do not record it predate it ("off")."""
+    recorded = training.get("head_augment", {})
+    shift, mixup = recorded.get("shift_steps", 0), recorded.get("mixup_alpha", 0.0)
+    return "on" if shift and mixup else "shift" if shift else "off"
 
 
 def _pair(value: list[float] | None) -> tuple[float, float] | None:

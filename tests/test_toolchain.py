@@ -374,6 +374,23 @@ def test_candidates_mix_cnn_and_cgru_heads_in_turn():
         "cnn", "cnnx2", "dense", "densex2"]
 
 
+def test_build_like_a_bundle_takes_its_catalog_and_recipe():
+    from quantize.__main__ import _recipe_of
+    from quantize.build import BuildOptions
+
+    given = BuildOptions(workers=1, archs=("cnn",))
+    catalog, language, opts = _recipe_of(ROOT / "models" / "fr-phrase", given)
+    assert catalog.name == "phrasebook.toml" and language == "fr"
+    manifest = json.loads((ROOT / "models" / "fr-phrase" / "manifest.json").read_text())
+    assert (opts.seed, opts.train_reps, opts.workers, opts.archs) == (manifest["training"]["seed"], 3, 1, ("cnn",))
+    assert "kokoro" not in opts.skip_engines and opts.head_augment == "off"  # its recipe, not today's defaults
+    catalog, language, opts = _recipe_of(ROOT / "models" / "en-command", given)
+    assert catalog.name == "en-command.toml" and language is None
+    assert opts.head_augment == "on" and not opts.speaker_split
+    with pytest.raises(SystemExit, match="not in models/catalog"):
+        _recipe_of(ROOT / "models" / "embedding", given)
+
+
 def test_no_held_out_voice_sounds_like_a_training_voice():
     """espeak-ng silently speaks the base voice for variants it lacks (and fr-fr ignores them all)."""
     if not shutil.which("espeak-ng"):
