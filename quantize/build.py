@@ -348,10 +348,16 @@ def plan_corpus(catalog_path: Path, cat: Catalog, labels: list[str], opts: Build
             foreign = {lang: (texts, f_train, without_speakers(f_held, trained))
                        for lang, (texts, f_train, f_held) in foreign.items()}
         examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg, foreign, everyday)
-    babble_texts = list(cat.negatives[:8]) or [ps[0] for ps in list(cat.intents.values())[:8]]
-    heldout_babble = [(t, v) for t, v in zip(babble_texts, train_v * 8, strict=False) if v.language != "*"]
+    heldout_babble = catalog_babble(cat, train_v)
     train_babble = babble_pool(cat, train_v, held_v, heldout_babble, opts) if opts.babble_pool else None
     return examples, train_v, held_v, Babble(heldout_babble, train_babble)
+
+
+def catalog_babble(cat: Catalog, train_v: list[Voice], first: int = 0) -> list[tuple[str, Voice]]:
+    """The babble of a build's held-out clips (and of its training clips without a pool of their
+    own): eight of the catalog's negatives from `first` on, each by a training voice."""
+    texts = list(cat.negatives[first : first + 8]) or [ps[0] for ps in list(cat.intents.values())[:8]]
+    return [(t, v) for t, v in zip(texts, (train_v * 8)[first:], strict=False) if v.language != "*"]
 
 
 BABBLE_WORDS = 8
@@ -397,16 +403,19 @@ def babble_pool(cat: Catalog, train_v: list[Voice], held_v: list[Voice], heldout
 
 
 def heldout_audio(catalog_path: Path, cat: Catalog, labels: list[str], opts: BuildOptions, embedding_path: Path,
-                  heldout_voices: list[str] | None = None, labels_wanted: set[int] | None = None
-                  ) -> list[tuple[Example, np.ndarray]]:
+                  heldout_voices: list[str] | None = None, labels_wanted: set[int] | None = None,
+                  babble_from: int = 0) -> list[tuple[Example, np.ndarray]]:
     """The held-out examples of a build (those of `labels_wanted`, default all) with their audio
     (int16-scale float32), rendered exactly as its corpus rendered them; a voice that spoke
-    nothing is skipped, as in the build.
+    nothing is skipped, as in the build. `babble_from` > 0 puts other negatives' speech in their
+    babble (`catalog_babble`): babble no build trained on as babble.
     `heldout_voices`, when given, must be the build's; otherwise this machine's voices would give
     another held-out set, and a ValueError says so."""
-    examples, _, held_v, babble = plan_corpus(catalog_path, cat, labels, opts)
+    examples, plan_voices, held_v, babble = plan_corpus(catalog_path, cat, labels, opts)
     if heldout_voices is not None and sorted(v.id for v in held_v) != sorted(heldout_voices):
         raise ValueError(f"{catalog_path.name}: this machine's voices give other held-out voices than the build's")
+    if babble_from:
+        babble = Babble(catalog_babble(cat, plan_voices, babble_from), babble.train)
     frontend = load_bundle(embedding_path.parent).frontend
     recipe = CorpusRecipe(cat.task, frontend, VadConfig(), augment_recipe(opts))
     render = CorpusAudio(recipe, babble)

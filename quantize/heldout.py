@@ -22,11 +22,12 @@ from quantize.evaluate import make_pipeline
 from quantize.negstream import build_options_of, catalog_of
 
 
-def heldout_clips(bundle: Path, catalog: Path | None = None, opts: BuildOptions | None = None
-                  ) -> list[tuple[np.ndarray, str]]:
+def heldout_clips(bundle: Path, catalog: Path | None = None, opts: BuildOptions | None = None,
+                  babble_from: int = 0) -> list[tuple[np.ndarray, str]]:
     """(audio, intent) of every held-out clip the bundle's build scored; `_unknown_` for negatives.
     `catalog` and `opts` are the build's (a build passes them); by default they are read back
-    from the manifest and models/catalog. ValueError, in one line, when they cannot be."""
+    from the manifest and models/catalog. ValueError, in one line, when they cannot be.
+    `babble_from`: see build.heldout_audio."""
     manifest = json.loads((bundle / "manifest.json").read_text())
     if manifest["task"] not in ("command", "phrase"):
         raise ValueError(f"{bundle.name}: held-out clips through the edge loop are for command and phrase "
@@ -39,7 +40,8 @@ def heldout_clips(bundle: Path, catalog: Path | None = None, opts: BuildOptions 
     cat = load_catalog(catalog, manifest["language"] if manifest["task"] == "phrase" else None)
     labels = [UNKNOWN, *cat.labels]
     clips = [(audio, labels[ex.label]) for ex, audio in heldout_audio(
-        catalog, cat, labels, opts, load_bundle(opts.embedding_dir).model_path, manifest["training"]["heldout_voices"])]
+        catalog, cat, labels, opts, load_bundle(opts.embedding_dir).model_path, manifest["training"]["heldout_voices"],
+        babble_from=babble_from)]
     if len(clips) != manifest["training"]["heldout_examples"]:
         raise ValueError(f"{bundle.name}: {len(clips)} held-out clips here, {manifest['training']['heldout_examples']} "
                          "in its build")
@@ -51,9 +53,14 @@ def evaluate_heldout(bundle: Path, progress: bool = True, catalog: Path | None =
     """Share of held-out clips the device gets right: an intent's first command event names it, a
     negative fires none. Intents split into right, wrong and silent (no event: rejected by the
     threshold, or no utterance closed)."""
+
+    return score_heldout(bundle, heldout_clips(bundle, catalog, opts), progress)
+
+
+def score_heldout(bundle: Path, clips: list[tuple[np.ndarray, str]], progress: bool = True) -> dict:
+    """`evaluate_heldout` on given clips: (audio, intent) pairs, `_unknown_` for negatives."""
     from tqdm import tqdm
 
-    clips = heldout_clips(bundle, catalog, opts)
     pipe = make_pipeline([bundle], wake="off")
     outcome: Counter[str] = Counter()
     for audio, intent in tqdm(clips, desc=f"held-out ({bundle.name})", disable=not progress, mininterval=2.0):

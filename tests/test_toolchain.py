@@ -347,6 +347,11 @@ def test_a_babble_pool_trains_on_babble_the_held_out_clips_never_hear(monkeypatc
     assert build_options_of({"training": {"babble_pool": 12}}).babble_pool == 12
     assert build_options_of({"training": {"augment": {"drr_db_range": [-2, 12]}}}).drr_db == (-2.0, 12.0)
     assert build_options_of({"training": {}}).babble_pool == 0
+    # bench.fresh_babble's babble: the catalog's next eight negatives, none of the held-out clips' own.
+    from quantize.build import catalog_babble
+
+    assert [t for t, _ in catalog_babble(cat, train_v, 8)] == list(cat.negatives[8:16])
+    assert [t for t, _ in catalog_babble(cat, train_v)] == [t for t, _ in babble.heldout]
     # Words side by side must not make a phrasing either ("moins" "fort" is fr-command's dimmer).
     import quantize.build as build_module
 
