@@ -67,7 +67,7 @@ def _recipe_of(bundle: Path, opts: BuildOptions) -> tuple[Path, str | None, Buil
     recorded = build_options_of(manifest)
     return catalog, manifest["language"] if manifest["task"] == "phrase" else None, replace(
         recorded, workers=opts.workers, progress=opts.progress, embedding_dir=opts.embedding_dir, archs=opts.archs,
-        members=opts.members)
+        members=opts.members, mix_heads=opts.mix_heads)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -78,7 +78,7 @@ def _build(args: argparse.Namespace) -> int:
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
                         embedding_dir=Path(args.embedding), seed=args.seed, members=args.members,
                         head_augment=args.head_augment, voice_swap=args.voice_swap, vtlp=args.vtlp,
-                        speech_level=args.speech_level, babble_pool=args.babble_pool,
+                        speech_level=args.speech_level, babble_pool=args.babble_pool, mix_heads=args.mix_heads,
                         drr_db=tuple(args.drr) if args.drr else None,
                         skip_engines=tuple(sorted((set(OPT_IN_ENGINES) - set(args.with_engines))
                                                   | set(args.skip_engines)
@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--members", type=_at_least_one, default=0,
                    help="heads trained per candidate and averaged into one model; default: 3 for phrasebooks "
                         "and language id, 2 for commands, 1 for wake words and --quick")
+    p.add_argument("--mix-heads", action="store_true",
+                   help="also try a candidate that takes cnn and cgru heads in turn (off by default: it won on "
+                        "en-command's held-out voices, 89.9 against 88.8 %%, and lost on real digits)")
     p.add_argument("--workers", type=_at_least_one, default=2, help="processes for synthesis and features")
     p.add_argument("--embedding", default=str(MODELS / "embedding"), help="speech-embedding bundle")
     p.add_argument("--no-real", action="store_true", help="skip evaluation on ../shared/data/real-dev")

@@ -375,6 +375,7 @@ def test_candidates_mix_cnn_and_cgru_heads_in_turn():
     assert two["cnn+cgru"] == ["cnn0", "cgru0"]
     # One head per architecture, or no cgru (wake words): nothing mixed.
     assert [n for n, _, _ in head_variants(trained, 1)] == ["cnn", "cgru"]
+    assert "cnn+cgru" not in [n for n, _, _ in head_variants(trained, 2, mix=False)]  # BuildOptions.mix_heads
     assert [n for n, _, _ in head_variants({"cnn": trained["cnn"], "dense": trained["cnn"]}, 2)] == [
         "cnn", "cnnx2", "dense", "densex2"]
 
