@@ -397,6 +397,20 @@ def test_build_like_a_bundle_takes_its_catalog_and_recipe():
         _recipe_of(ROOT / "models" / "embedding", given)
 
 
+def test_cross_selection_scores_each_half_with_the_other_halfs_choice():
+    from quantize.build import cross_selected_accuracy
+
+    y = np.array([1, 1, 1, 1])
+    voices = np.array(["a", "a", "b", "b"])
+    right, wrong = np.array([[0.0, 1.0]] * 2), np.array([[1.0, 0.0]] * 2)
+    # Candidate p is right on voice a only, q on voice b only: each half's choice fails the other.
+    p = {"probs": np.concatenate([right, wrong]), "bytes": 2}
+    q = {"probs": np.concatenate([wrong, right]), "bytes": 2}
+    assert cross_selected_accuracy([p, q], y, voices) == 0.0
+    both = {"probs": np.concatenate([right, right]), "bytes": 1}  # ties go to the smaller
+    assert cross_selected_accuracy([p, q, both], y, voices) == 1.0
+
+
 def test_no_held_out_voice_sounds_like_a_training_voice():
     """espeak-ng silently speaks the base voice for variants it lacks (and fr-fr ignores them all)."""
     if not shutil.which("espeak-ng"):
