@@ -400,14 +400,14 @@ def test_build_like_a_bundle_takes_its_catalog_and_recipe():
 def test_cross_selection_scores_each_half_with_the_other_halfs_choice():
     from quantize.build import cross_selected_accuracy
 
-    y = np.array([1, 1, 1, 1])
-    voices = np.array(["a", "a", "b", "b"])
-    right, wrong = np.array([[0.0, 1.0]] * 2), np.array([[1.0, 0.0]] * 2)
-    # Candidate p is right on voice a only, q on voice b only: each half's choice fails the other.
-    p = {"probs": np.concatenate([right, wrong]), "bytes": 2}
-    q = {"probs": np.concatenate([wrong, right]), "bytes": 2}
+    y = np.ones(4, dtype=int)
+    voices = np.array(["a", "b", "a", "b"])  # each voice's clips alternate between the halves
+    right, wrong = np.array([0.0, 1.0]), np.array([1.0, 0.0])
+    # Candidate p is right on each voice's first clip only, q on its second: each half's choice fails the other.
+    p = {"probs": np.stack([right, right, wrong, wrong]), "bytes": 2}
+    q = {"probs": np.stack([wrong, wrong, right, right]), "bytes": 2}
     assert cross_selected_accuracy([p, q], y, voices) == 0.0
-    both = {"probs": np.concatenate([right, right]), "bytes": 1}  # ties go to the smaller
+    both = {"probs": np.stack([right] * 4), "bytes": 1}  # ties go to the smaller
     assert cross_selected_accuracy([p, q, both], y, voices) == 1.0
 
 
