@@ -359,6 +359,8 @@ def plan_corpus(catalog_path: Path, cat: Catalog, labels: list[str], opts: Build
 def catalog_babble(cat: Catalog, train_v: list[Voice], first: int = 0) -> list[tuple[str, Voice]]:
     """The babble of a build's held-out clips (and of its training clips without a pool of their
     own): eight of the catalog's negatives from `first` on, each by a training voice."""
+    if first and len(cat.negatives) <= first:
+        raise ValueError(f"{cat.name} has {len(cat.negatives)} negatives; babble from number {first} on needs more")
     texts = list(cat.negatives[first : first + 8]) or [ps[0] for ps in list(cat.intents.values())[:8]]
     return [(t, v) for t, v in zip(texts, (train_v * 8)[first:], strict=False) if v.language != "*"]
 
@@ -444,14 +446,15 @@ def _accuracy_by_voice(probs: np.ndarray, y: np.ndarray, voices: np.ndarray) -> 
 
 
 def cross_selected_accuracy(candidates: list[dict], y: np.ndarray, voices: np.ndarray) -> float:
-    """Held-out int8 accuracy when the model is chosen on other clips: each voice's held-out
-    clips in two halves (alternately), each half scored with the candidate that was best on the
-    other. The build picks on all of them and reports on the same clips, so its figure runs high
+    """Held-out int8 accuracy when the model is chosen on other clips: each label's held-out
+    clips, in order of voice, alternately in two halves, each half scored with the candidate that
+    was best on the other. The build picks on all of them and reports on the same clips, so its figure runs high
     by about the gap between the two. (Halves of whole voices differ in what they hold, French
     voices in one and noise in the other, and measure that instead.)"""
     first = np.zeros(len(y), dtype=bool)
-    for voice in np.unique(voices):
-        rows = np.flatnonzero(voices == voice)
+    for label in np.unique(y):  # a one-phrasing intent has one clip per voice: split it across voices
+        rows = np.flatnonzero(y == label)
+        rows = rows[np.argsort(voices[rows], kind="stable")]
         first[rows[0::2]] = True
     right = 0
     for pick, score in ((first, ~first), (~first, first)):

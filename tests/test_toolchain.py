@@ -400,15 +400,17 @@ def test_build_like_a_bundle_takes_its_catalog_and_recipe():
 def test_cross_selection_scores_each_half_with_the_other_halfs_choice():
     from quantize.build import cross_selected_accuracy
 
-    y = np.ones(4, dtype=int)
-    voices = np.array(["a", "b", "a", "b"])  # each voice's clips alternate between the halves
-    right, wrong = np.array([0.0, 1.0]), np.array([1.0, 0.0])
-    # Candidate p is right on each voice's first clip only, q on its second: each half's choice fails the other.
-    p = {"probs": np.stack([right, right, wrong, wrong]), "bytes": 2}
-    q = {"probs": np.stack([wrong, wrong, right, right]), "bytes": 2}
+    right, wrong = np.array([0.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0])
+    # Two one-phrasing intents, each said once by voices a and b: every half must hold both
+    # intents, so the halves are the voices here, and p (right on a) and q (right on b) each
+    # fail the half they were not chosen on.
+    y = np.array([1, 1, 2, 2])
+    voices = np.array(["a", "b", "a", "b"])
+    on_a, on_b = np.stack([right, wrong, right[[0, 2, 1]], wrong]), np.stack([wrong, right, wrong, right[[0, 2, 1]]])
+    p, q = {"probs": on_a, "bytes": 2}, {"probs": on_b, "bytes": 2}
     assert cross_selected_accuracy([p, q], y, voices) == 0.0
-    both = {"probs": np.stack([right] * 4), "bytes": 1}  # ties go to the smaller
-    assert cross_selected_accuracy([p, q, both], y, voices) == 1.0
+    both = {"probs": np.stack([right, right, right[[0, 2, 1]], right[[0, 2, 1]]]), "bytes": 1}
+    assert cross_selected_accuracy([p, q, both], y, voices) == 1.0  # ties go to the smaller
 
 
 def test_no_held_out_voice_sounds_like_a_training_voice():
