@@ -91,13 +91,12 @@ def _build(args: argparse.Namespace) -> int:
         catalog, language, opts = _recipe_of(Path(args.like), opts)
     elif not args.catalog:
         raise SystemExit("error: build needs --catalog FILE (or --like BUNDLE)")
-    args.catalog = str(catalog)
     out = Path(args.out)
     manifest = build(catalog, out, opts, language=language)
     if manifest["task"] in ("command", "phrase") and not opts.quick:
         from quantize.heldout import evaluate_heldout
 
-        manifest["metrics"]["heldout_edge"] = evaluate_heldout(out, not args.quiet, Path(args.catalog), opts)
+        manifest["metrics"]["heldout_edge"] = evaluate_heldout(out, not args.quiet, catalog, opts)
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     if not args.no_real:
         from quantize.realdev import evaluate_real

@@ -448,9 +448,9 @@ def _accuracy_by_voice(probs: np.ndarray, y: np.ndarray, voices: np.ndarray) -> 
 def cross_selected_accuracy(candidates: list[dict], y: np.ndarray, voices: np.ndarray) -> float:
     """Held-out int8 accuracy when the model is chosen on other clips: each label's held-out
     clips, in order of voice, alternately in two halves, each half scored with the candidate that
-    was best on the other. The build picks on all of them and reports on the same clips, so its figure runs high
-    by about the gap between the two. (Halves of whole voices differ in what they hold, French
-    voices in one and noise in the other, and measure that instead.)"""
+    was best on the other. The build picks on all of them and reports on the same clips, so its
+    figure runs high by about the gap between the two. (Halves of whole voices differ in what
+    they hold, French voices in one and noise in the other, and measure that instead.)"""
     first = np.zeros(len(y), dtype=bool)
     for label in np.unique(y):  # a one-phrasing intent has one clip per voice: split it across voices
         rows = np.flatnonzero(y == label)

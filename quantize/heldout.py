@@ -53,7 +53,6 @@ def evaluate_heldout(bundle: Path, progress: bool = True, catalog: Path | None =
     """Share of held-out clips the device gets right: an intent's first command event names it, a
     negative fires none. Intents split into right, wrong and silent (no event: rejected by the
     threshold, or no utterance closed)."""
-
     return score_heldout(bundle, heldout_clips(bundle, catalog, opts), progress)
 
 

@@ -58,7 +58,7 @@ def write_report(out_dir: Path, manifest: dict) -> None:
         lines.append(f"- the edge VAD closed an utterance on {m['heldout_vad_closed_on_intents']:.1%} of held-out "
                      "intent clips (on the others the device would classify nothing)")
     if "heldout_int8_accuracy_cross_selected" in m:
-        lines.append(f"- int8 accuracy with the model chosen on the other half of each held-out voice's clips: "
+        lines.append(f"- int8 accuracy with the model chosen on the other half of the held-out clips: "
                      f"{m['heldout_int8_accuracy_cross_selected']:.4f} (the build chooses on all of them)")
     for k in ("heldout_accept_accuracy", "heldout_unknown_false_accept"):
         if k in m:
