@@ -67,7 +67,7 @@ def _recipe_of(bundle: Path, opts: BuildOptions) -> tuple[Path, str | None, Buil
     recorded = build_options_of(manifest)
     return catalog, manifest["language"] if manifest["task"] == "phrase" else None, replace(
         recorded, workers=opts.workers, progress=opts.progress, embedding_dir=opts.embedding_dir, archs=opts.archs,
-        members=opts.members, mix_heads=opts.mix_heads)
+        members=opts.members, mix_heads=opts.mix_heads, accents=opts.accents or recorded.accents)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -78,7 +78,8 @@ def _build(args: argparse.Namespace) -> int:
     opts = BuildOptions(quick=args.quick, workers=args.workers, archs=tuple(args.arch or ()),
                         embedding_dir=Path(args.embedding), seed=args.seed, members=args.members,
                         head_augment=args.head_augment, voice_swap=args.voice_swap, vtlp=args.vtlp,
-                        speech_level=args.speech_level, babble_pool=args.babble_pool, mix_heads=args.mix_heads,
+                        speech_level=args.speech_level, babble_pool=args.babble_pool, accents=args.accents,
+                        mix_heads=args.mix_heads,
                         drr_db=tuple(args.drr) if args.drr else None,
                         skip_engines=tuple(sorted((set(OPT_IN_ENGINES) - set(args.with_engines))
                                                   | set(args.skip_engines)
@@ -297,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="training clips' babble from N sentences of everyday words spoken by training voices, "
                         "half in the catalog's language, half in the others (default 0: the eight negatives "
                         "whose babble the held-out clips hear)")
+    p.add_argument("--accents", type=_count, default=0, metavar="N",
+                   help="also train on each Kokoro voice speaking with N foreign accents (French, German, Spanish, "
+                        "Mandarin speakers' English: quantize/accent.py; English builds only; default 0)")
     p.add_argument("--drr", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="direct-to-reverberant ratio range (dB) of the training rooms, drawn per reverberant "
                         "clip (default: every room at +10.5 dB, a talker close to the microphone)")

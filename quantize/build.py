@@ -40,6 +40,7 @@ from quantize.corpus import (
     features_path,
 )
 from quantize.evaluate import WAKE_THRESHOLD_GRID
+from quantize.kokoro import accent_voices
 from quantize.util import sha256_file
 from quantize.vocabulary import everyday_texts, everyday_words
 from quantize.voices import ESPEAK_VOICES, OPT_IN_ENGINES, Prosody, Voice, available_voices, split_voices
@@ -93,6 +94,8 @@ class BuildOptions:
     whose speech makes the training clips' babble (corpus.Babble); 0: the held-out clips' eight."""
     drr_db: tuple[float, float] | None = None
     """Direct-to-reverberant ratio range of the training rooms (AugmentRecipe.drr_db_range)."""
+    accents: int = 0
+    """Foreign accents per Kokoro voice, as extra training voices (quantize.accent; English only)."""
     speaker_split: bool = True
     """Keep a held-out speaker out of the other languages' voices too (Voice.speaker). Bundles
     built before 2026-12-05 did not: re-planning one (negstream.build_options_of) turns it off."""
@@ -147,6 +150,8 @@ def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[
     espeak = sorted((v for v in voices if v.engine == "espeak"), key=lambda v: _stable(v.id))
     others = [v for v in voices if v.engine != "espeak" and v.engine not in skip]
     voices = espeak[: opts.max_espeak_voices] + others
+    if opts.accents and any(v.engine == "kokoro" for v in others):
+        voices += [Voice("kokoro", v, language) for v in accent_voices(language, opts.accents)]
     train, held = split_voices(voices, 0.2)
     if opts.quick:
         # A quick model is a smoke test: it trains on the language's default espeak-ng voice
@@ -207,6 +212,10 @@ def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: lis
     rng = np.random.default_rng(opts.seed)
     out: list[Example] = []
     reps = 1 if opts.quick else opts.train_reps
+    # Accented voices speak last, from their own random stream: every other example, the held-out
+    # ones above all, stays what it is without them.
+    accented = [v for v in train if accented_voice(v)]
+    train = [v for v in train if not accented_voice(v)]
     # A quick wake model with half these positives and no window shift fired 74 times an hour on
     # its held-out negatives at the top threshold, and its phrase peaked 1e-5 short of it.
     pos_reps = (6 if opts.quick else reps) * (6 if cat.task == "wake" else 1)
@@ -271,7 +280,22 @@ def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: lis
     n_noise = max(20, len(out) // 20)
     for i in range(n_noise):
         out.append(Example("", 0, None, Prosody(), int(rng.integers(2**31)), "heldout" if i % 5 == 0 else "train"))
+    if accented:
+        rng = np.random.default_rng([opts.seed, 1])
+        for intent, phrasings in cat.intents.items():
+            for text in phrasings:
+                add(text, labels.index(intent), accented, pos_reps, "train")
+        share = max(1, round(per_phrase * len(accented) / max(1, len(train))))
+        for text in negatives:
+            for i in rng.choice(len(accented), size=min(len(accented), share), replace=False):
+                v = accented[i]
+                out.append(Example(text, 0, v, _prosody(rng, v, True), int(rng.integers(2**31)), "train"))
     return out
+
+
+def accented_voice(v: Voice) -> bool:
+    """A Kokoro voice with a foreign accent (BuildOptions.accents)."""
+    return v.engine == "kokoro" and "@" in v.name
 
 
 def make_langid_examples(cat: Catalog, labels: list[str], opts: BuildOptions
@@ -641,6 +665,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "skip_engines": sorted(opts.skip_engines),
             "speaker_split": opts.speaker_split,
             **({"babble_pool": opts.babble_pool} if opts.babble_pool else {}),
+            **({"accents": opts.accents} if opts.accents else {}),
             "features_cache": features.name,
             "heldout_voices": held_voices,
             "examples": int(len(y)),

@@ -107,12 +107,31 @@ def phonemes(text: str, language: str) -> str:
     return ipa.replace("^", "").replace("-", "")
 
 
+def accent_voices(language: str, per_voice: int) -> tuple[str, ...]:
+    """Each Kokoro voice with `per_voice` foreign accents ("jf_alpha@fr", quantize.accent), the
+    accents taken in turn so that every accent gets about as many voices."""
+    from quantize.accent import accents_for
+
+    accents = accents_for(language)
+    if not accents or per_voice <= 0:
+        return ()
+    return tuple(f"{v}@{accents[(i + k) % len(accents)]}" for i, v in enumerate(kokoro_voices())
+                 for k in range(min(per_voice, len(accents))))
+
+
 def synthesize_kokoro(text: str, language: str, voice: str, speed: float = 1.0) -> np.ndarray:
-    """Speak `text` (already in the form espeak-ng reads: pinyin for Mandarin) as int16 at 16 kHz."""
+    """Speak `text` (already in the form espeak-ng reads: pinyin for Mandarin) as int16 at 16 kHz.
+    `voice` is a style, a blend "a+b", either with a foreign accent "@xx" (quantize.accent)."""
     from scipy.signal import resample_poly
 
+    from quantize.accent import accented
+
     vocab, styles = vocabulary(), _styles()
-    tokens = [vocab[c] for c in phonemes(text, language) if c in vocab][:500]
+    voice, _, accent = voice.partition("@")
+    ipa = phonemes(text, language)
+    if accent:
+        ipa = accented(ipa, language, accent)
+    tokens = [vocab[c] for c in ipa if c in vocab][:500]
     if not tokens:
         raise AudioError(f"kokoro:{voice} has no phonemes for {text!r}")
     # "a+b" is a new speaker between two voices: their style vectors averaged.

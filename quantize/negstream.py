@@ -63,7 +63,7 @@ def build_options_of(manifest: dict) -> BuildOptions:
                         # Built before held-out speakers were kept out of other languages' voices.
                         speaker_split=bool(training.get("speaker_split", False)),
                         speech_level=training.get("augment", {}).get("level_of") == "speech",
-                        babble_pool=int(training.get("babble_pool", 0)),
+                        babble_pool=int(training.get("babble_pool", 0)), accents=int(training.get("accents", 0)),
                         head_augment=head_augment_of(training),
                         voice_swap=float(training.get("head_augment", {}).get("voice_swap", 0.0)),
                         vtlp=float(training.get("augment", {}).get("vtlp_prob", 0.0)),

