@@ -66,6 +66,16 @@ class CommandResult:
     """Events beyond the first in a clip."""
     confusion: dict[tuple[str, str], int] = field(default_factory=dict)
 
+    def add(self, other: CommandResult) -> None:
+        """Count `other`'s clips in this result too."""
+        self.total += other.total
+        self.correct += other.correct
+        self.rejected += other.rejected
+        self.wrong += other.wrong
+        self.spurious += other.spurious
+        for key, n in other.confusion.items():
+            self.confusion[key] = self.confusion.get(key, 0) + n
+
     def to_dict(self) -> dict:
         n = max(1, self.total)
         return {"clips": self.total, "accuracy": round(self.correct / n, 4), "rejected": round(self.rejected / n, 4),

@@ -74,6 +74,11 @@ def write_report(out_dir: Path, manifest: dict) -> None:
         for name, res in real.items():
             lines.append(f"- **{name}**: " + ", ".join(f"{k} {v}" for k, v in res.items()
                                                      if not isinstance(v, dict | list)))
+            speakers = res.get("by_speaker")
+            if speakers:
+                lines.append("- by speaker (right / wrong / rejected): " + ", ".join(
+                    f"{k} {r['accuracy']:.1%} / {r['wrong']:.1%} / {r['rejected']:.1%} ({r['clips']})"
+                    for k, r in speakers.items()))
             best = res.get("frr_at_1fa_per_hour")
             if best:
                 lines.append(f"- at <= 1 false accept per hour of {best['negative_audio']} negative audio: "

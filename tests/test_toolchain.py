@@ -624,6 +624,27 @@ def test_no_kokoro_leaves_the_neural_voices_out():
     assert "kokoro" not in engines and "espeak" in engines
 
 
+def test_real_digits_are_reported_speaker_by_speaker(tmp_path):
+    from quantize.realdev import _fsdd, fsdd_speaker
+
+    fsdd = ROOT.parent / "shared" / "data" / "real-dev" / "fsdd"
+    if not fsdd.is_dir():
+        pytest.skip("../shared/data/real-dev is absent")
+    folder = tmp_path / "fsdd"
+    folder.mkdir()
+    for clip in ("4_jackson_0", "6_jackson_1", "4_nicolas_0", "6_nicolas_1", "4_theo_0"):
+        shutil.copy(fsdd / f"{clip}.wav", folder)
+    bundle = tmp_path / "models" / "en-command"
+    shutil.copytree(ROOT / "models" / "en-command", bundle)  # the plots land beside the model
+    shutil.copytree(ROOT / "models" / "embedding", tmp_path / "models" / "embedding")
+    out = _fsdd(bundle, folder, progress=False)
+    assert fsdd_speaker(folder / "4_theo_0.wav") == "theo"
+    assert {k: r["clips"] for k, r in out["by_speaker"].items()} == {"jackson": 2, "nicolas": 2, "theo": 1}
+    right = sum(round(r["accuracy"] * r["clips"]) for r in out["by_speaker"].values())
+    assert out["clips"] == 5 and right == round(out["accuracy"] * 5)
+    assert (bundle / "real_fsdd_confusion.png").is_file()
+
+
 def test_accents_rewrite_english_phonemes_as_their_speakers_would():
     from quantize.accent import accented, accents_for
 
