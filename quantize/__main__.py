@@ -67,7 +67,8 @@ def _recipe_of(bundle: Path, opts: BuildOptions) -> tuple[Path, str | None, Buil
     recorded = build_options_of(manifest)
     return catalog, manifest["language"] if manifest["task"] == "phrase" else None, replace(
         recorded, workers=opts.workers, progress=opts.progress, embedding_dir=opts.embedding_dir, archs=opts.archs,
-        members=opts.members, mix_heads=opts.mix_heads, accents=opts.accents or recorded.accents)
+        members=opts.members, mix_heads=opts.mix_heads, accents=opts.accents or recorded.accents,
+        onset_cut=opts.onset_cut or recorded.onset_cut)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -79,6 +80,7 @@ def _build(args: argparse.Namespace) -> int:
                         embedding_dir=Path(args.embedding), seed=args.seed, members=args.members,
                         head_augment=args.head_augment, voice_swap=args.voice_swap, vtlp=args.vtlp,
                         speech_level=args.speech_level, babble_pool=args.babble_pool, accents=args.accents,
+                        onset_cut=args.onset_cut,
                         mix_heads=args.mix_heads,
                         drr_db=tuple(args.drr) if args.drr else None,
                         skip_engines=tuple(sorted((set(OPT_IN_ENGINES) - set(args.with_engines))
@@ -298,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="training clips' babble from N sentences of everyday words spoken by training voices, "
                         "half in the catalog's language, half in the others (default 0: the eight negatives "
                         "whose babble the held-out clips hear)")
+    p.add_argument("--onset-cut", type=_probability, default=0.0, metavar="P",
+                   help="cut the first 20-80 ms of a training clip's speech with probability P, as tightly "
+                        "trimmed recordings and soft onsets in noise lose it (default 0)")
     p.add_argument("--accents", type=_count, default=0, metavar="N",
                    help="also train on each Kokoro voice speaking with N foreign accents (French, German, Spanish, "
                         "Mandarin speakers' English: quantize/accent.py; English builds only; default 0)")

@@ -30,6 +30,10 @@ class AugmentRecipe:
     vtlp_prob: float = 0.0
     """Vocal-tract length perturbation at the same tempo (see `vocal_tract`)."""
     vtlp_range: tuple[float, float] = (0.87, 1.15)
+    onset_cut_prob: float = 0.0
+    """Probability of cutting the start of the spoken word (`onset_cut_ms`), as a recording
+    trimmed tightly at its energy, or a soft onset lost in noise, leaves it."""
+    onset_cut_ms: tuple[float, float] = (20.0, 80.0)
     drr_db_range: tuple[float, float] | None = None
     """Direct-to-reverberant ratio (dB) of the simulated rooms, drawn per clip; None: every room's
     tail at 0.3 of the direct path's amplitude (+10.5 dB, a talker close to the microphone)."""
@@ -48,6 +52,8 @@ class AugmentRecipe:
             del out["level_of"]
         if self.drr_db_range is None:
             del out["drr_db_range"]
+        if not self.onset_cut_prob:
+            del out["onset_cut_prob"], out["onset_cut_ms"]
         return out
 
     def heldout(self) -> AugmentRecipe:
@@ -190,6 +196,8 @@ def augment(
     # No draw when it is off: every recipe without it keeps the random stream it was built with.
     if recipe.vtlp_prob and rng.random() < recipe.vtlp_prob:
         x = vocal_tract(x, rng.uniform(*recipe.vtlp_range))
+    if recipe.onset_cut_prob and rng.random() < recipe.onset_cut_prob:
+        x = cut_onset(x, rng.uniform(*recipe.onset_cut_ms))
     if rng.random() < recipe.reverb_prob:
         rt60 = rng.uniform(*recipe.rt60_s_range)
         # No draw without a DRR range: earlier recipes keep their random stream.
@@ -212,6 +220,16 @@ def augment(
     if rng.random() < recipe.clip_prob:
         out *= rng.uniform(2, 6)
     return np.clip(out, -32768, 32767), end
+
+
+def cut_onset(x: np.ndarray, ms: float) -> np.ndarray:
+    """`x` without its first `ms` milliseconds (at most a third of it), faded in over 5 ms so
+    that the cut itself makes no click."""
+    n = min(int(ms * RATE / 1000), len(x) // 3)
+    y = x[n:].copy()
+    fade = min(len(y), RATE // 200)
+    y[:fade] *= np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    return y
 
 
 def speech_region(x: np.ndarray) -> np.ndarray:

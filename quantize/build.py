@@ -92,6 +92,8 @@ class BuildOptions:
     babble_pool: int = 0
     """Sentences of everyday words, spoken by training voices in this and the other languages,
     whose speech makes the training clips' babble (corpus.Babble); 0: the held-out clips' eight."""
+    onset_cut: float = 0.0
+    """Probability of cutting a training clip's first 20-80 ms of speech (AugmentRecipe.onset_cut_prob)."""
     drr_db: tuple[float, float] | None = None
     """Direct-to-reverberant ratio range of the training rooms (AugmentRecipe.drr_db_range)."""
     accents: int = 0
@@ -102,7 +104,7 @@ class BuildOptions:
 
 
 def augment_recipe(opts: BuildOptions) -> AugmentRecipe:
-    recipe = AugmentRecipe(vtlp_prob=opts.vtlp, drr_db_range=opts.drr_db)
+    recipe = AugmentRecipe(vtlp_prob=opts.vtlp, drr_db_range=opts.drr_db, onset_cut_prob=opts.onset_cut)
     return speech_levels(recipe) if opts.speech_level else recipe
 
 

@@ -67,6 +67,7 @@ def build_options_of(manifest: dict) -> BuildOptions:
                         head_augment=head_augment_of(training),
                         voice_swap=float(training.get("head_augment", {}).get("voice_swap", 0.0)),
                         vtlp=float(training.get("augment", {}).get("vtlp_prob", 0.0)),
+                        onset_cut=float(training.get("augment", {}).get("onset_cut_prob", 0.0)),
                         drr_db=_pair(training.get("augment", {}).get("drr_db_range")), progress=False)
 
 

@@ -295,6 +295,23 @@ def test_augmentation_without_vtlp_draws_what_it_drew_before_vtlp_existed():
     assert len([line for line in on.lines if "vtlp" in line]) == 1
 
 
+def test_onset_cut_takes_the_start_of_the_word_and_leaves_earlier_recipes_alone():
+    from quantize.augment import cut_onset
+
+    word = np.full(16000, 1000.0, np.float32)
+    cut = cut_onset(word, 50)
+    assert len(cut) == 16000 - 800 and cut[0] == 0.0 and cut[80] == 1000.0  # faded in, no click
+    assert len(cut_onset(word[:900], 80)) == 600  # never more than a third of a short word
+    assert "onset_cut_prob" not in AugmentRecipe().to_dict()  # feature-cache keys of earlier builds
+    speech = (np.random.default_rng(0).standard_normal(8000) * 3000).astype(np.float32)
+    plain = AugmentRecipe(noise_prob=0, reverb_prob=0, bandlimit_prob=0, clip_prob=0, speed_range=(1, 1))
+    a, end_a = augment(speech, np.random.default_rng(1), plain, 0.5, 2.0)
+    b, end_b = augment(speech, np.random.default_rng(1), AugmentRecipe(**{**plain.__dict__, "onset_cut_prob": 1.0}),
+                       0.5, 2.0)
+    assert 320 <= end_a - end_b <= 1280  # 20-80 ms shorter
+    assert np.abs(b[8000 : 8000 + 80]).max() < np.abs(a[8000 : 8000 + 80]).max()
+
+
 def test_drawn_room_ratios_reach_the_tail_and_leave_earlier_recipes_alone():
     from quantize.augment import room_impulse
 
