@@ -239,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--catalog", help="catalog TOML (see models/catalog/)")
     p.add_argument("--like", metavar="BUNDLE",
                    help="rebuild with the catalog and recipe recorded in BUNDLE's manifest (corpus, seed, "
-                        "augmentation, head training; the recipe options below are then ignored), reusing its "
-                        "cached features: new candidates or training code on the same corpus")
+                        "augmentation, head training; the recipe options below are then ignored, except --accents "
+                        "and --onset-cut, which add to it), reusing its cached features: new candidates or "
+                        "training code on the same corpus, or the same recipe with accents or onset cuts")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--language", help="for a phrasebook: the source language to build")
     p.add_argument("--quick", action="store_true", help="few voices, one augmentation, short training (tests)")
@@ -301,11 +302,13 @@ def main(argv: list[str] | None = None) -> int:
                         "half in the catalog's language, half in the others (default 0: the eight negatives "
                         "whose babble the held-out clips hear)")
     p.add_argument("--onset-cut", type=_probability, default=0.0, metavar="P",
-                   help="cut the first 20-80 ms of a training clip's speech with probability P, as tightly "
-                        "trimmed recordings and soft onsets in noise lose it (default 0)")
-    p.add_argument("--accents", type=_count, default=0, metavar="N",
-                   help="also train on each Kokoro voice speaking with N foreign accents (French, German, Spanish, "
-                        "Mandarin speakers' English: quantize/accent.py; English builds only; default 0)")
+                   help="cut the first 20-80 ms (at most a third) of a training word, whose synthesized clip starts "
+                        "10 ms before its speech, with probability P, as tightly trimmed recordings and soft "
+                        "onsets in noise lose it (default 0)")
+    p.add_argument("--accents", type=int, choices=range(5), default=0, metavar="N",
+                   help="also train on each training Kokoro voice speaking with N (0-4) foreign accents (French, "
+                        "German, Spanish, Mandarin speakers' English: quantize/accent.py; English catalogs only; "
+                        "default 0)")
     p.add_argument("--drr", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="direct-to-reverberant ratio range (dB) of the training rooms, drawn per reverberant "
                         "clip (default: every room at +10.5 dB, a talker close to the microphone)")

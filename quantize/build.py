@@ -26,6 +26,7 @@ from edge.audio import AudioError
 from edge.bundle import SCHEMA_VERSION, UNKNOWN, load_bundle
 from edge.frontend import FrontendConfig
 from edge.vad import VadConfig
+from quantize.accent import accents_for
 from quantize.augment import AugmentRecipe, speech_levels
 from quantize.catalog import Catalog, load_catalog
 from quantize.convert import io_specs, tflite_predict, to_int8_tflite
@@ -152,8 +153,6 @@ def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[
     espeak = sorted((v for v in voices if v.engine == "espeak"), key=lambda v: _stable(v.id))
     others = [v for v in voices if v.engine != "espeak" and v.engine not in skip]
     voices = espeak[: opts.max_espeak_voices] + others
-    if opts.accents and any(v.engine == "kokoro" for v in others):
-        voices += [Voice("kokoro", v, language) for v in accent_voices(language, opts.accents)]
     train, held = split_voices(voices, 0.2)
     if opts.quick:
         # A quick model is a smoke test: it trains on the language's default espeak-ng voice
@@ -164,6 +163,16 @@ def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[
         train = default + rest[: 6 - len(default)]
         held = sorted(held, key=lambda v: _stable(v.id))[:2]
     return train, held
+
+
+def accented_voices(train: list[Voice], language: str, opts: BuildOptions) -> list[Voice]:
+    """`--accents`: the build's training Kokoro voices again, each with foreign accents
+    (quantize.accent). For the catalog's own language only: the held-out voices, the other
+    languages' voices and the babble stay as they are."""
+    names = [v.name for v in train if v.engine == "kokoro"]
+    if not opts.accents or not accents_for(language):
+        return []
+    return [Voice("kokoro", name, language) for name in accent_voices(names, language, opts.accents)]
 
 
 def _prosody(rng: np.random.Generator, voice: Voice, jitter: bool) -> Prosody:
@@ -362,6 +371,7 @@ def plan_corpus(catalog_path: Path, cat: Catalog, labels: list[str], opts: Build
                 ) -> tuple[list[Example], list[Voice], list[Voice], list[tuple[str, Voice]]]:
     """(examples, training voices, held-out voices, babble sources) of a build: deterministic
     for given options, so an evaluation can re-create the held-out audio a build used."""
+    accented: list[Voice] = []
     if cat.task == "langid":
         examples, train_v, held_v = make_langid_examples(cat, labels, opts)
     else:
@@ -376,10 +386,11 @@ def plan_corpus(catalog_path: Path, cat: Catalog, labels: list[str], opts: Build
             trained = train_v + [v for _, f_train, _ in foreign.values() for v in f_train]
             foreign = {lang: (texts, f_train, without_speakers(f_held, trained))
                        for lang, (texts, f_train, f_held) in foreign.items()}
-        examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg, foreign, everyday)
+        accented = accented_voices(train_v, cat.language, opts)
+        examples = make_examples(cat, labels, train_v + accented, held_v, opts, extra_neg, foreign, everyday)
     heldout_babble = catalog_babble(cat, train_v)
     train_babble = babble_pool(cat, train_v, held_v, heldout_babble, opts) if opts.babble_pool else None
-    return examples, train_v, held_v, Babble(heldout_babble, train_babble)
+    return examples, train_v + accented, held_v, Babble(heldout_babble, train_babble)
 
 
 def catalog_babble(cat: Catalog, train_v: list[Voice], first: int = 0) -> list[tuple[str, Voice]]:
@@ -667,7 +678,7 @@ def build(catalog_path: Path, out_dir: Path, opts: BuildOptions, language: str |
             "skip_engines": sorted(opts.skip_engines),
             "speaker_split": opts.speaker_split,
             **({"babble_pool": opts.babble_pool} if opts.babble_pool else {}),
-            **({"accents": opts.accents} if opts.accents else {}),
+            **({"accents": opts.accents} if any(accented_voice(v) for v in train_v) else {}),
             "features_cache": features.name,
             "heldout_voices": held_voices,
             "examples": int(len(y)),

@@ -98,7 +98,7 @@ def fsdd_streams(bundle: Path, folder: Path, gap_s: float = 0.35, isolate: bool 
     by_speaker: dict[str, list[tuple[np.ndarray, str]]] = {}
     for path, intent in read_labelled(folder):
         audio = np.concatenate([read_wav(path).astype(np.float32), np.zeros(int(gap_s * 16000), np.float32)])
-        by_speaker.setdefault(path.name.split("_")[1], []).append((audio, intent))
+        by_speaker.setdefault(fsdd_speaker(path), []).append((audio, intent))
     rng = np.random.default_rng(0)
     pipe = make_pipeline([bundle], isolate_utterances=isolate)
     right = wrong = rejected = 0
