@@ -295,6 +295,15 @@ def test_augmentation_without_vtlp_draws_what_it_drew_before_vtlp_existed():
     assert len([line for line in on.lines if "vtlp" in line]) == 1
 
 
+def test_hard_speech_bench_summarizes_outcomes_and_refuses_other_bundles(capsys):
+    from bench.hard_speech import main, summary
+
+    got = summary([("digit_4", "right"), ("digit_4", "wrong:pause"), ("digit_6", "silent"), ("digit_4", "wrong:pause")])
+    assert got == "right 25.0%, silent 25.0%, wrong 50.0% of 4 (digit_4->pause 2)"
+    assert main(["--bundle", str(ROOT / "models" / "de-command"), "--skip-accents"]) == 2
+    assert "not an English command bundle" in capsys.readouterr().err
+
+
 def test_onset_cut_takes_the_start_of_the_word_and_leaves_earlier_recipes_alone():
     from quantize.augment import cut_onset
 
