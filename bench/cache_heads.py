@@ -1,14 +1,15 @@
 """Heads retrained from builds' feature caches, several seeds: is a corpus better on real speech?
 
-    .venv/bin/python -m bench.cache_heads --bundle models/en-command --bundle .cache/try/X [--seeds 0 1 2]
+    .venv/bin/python -m bench.cache_heads --bundle .cache/try/A --bundle .cache/try/B [--seeds 0 1 2]
 
 A single build's figure on the real FSDD digits moves by a point or two with the draw of its
 heads alone, and a corpus change (accents, onset cuts, voices) must be judged beyond that. For
 each bundle this trains two cnn heads (en-command's recipe: window shift and mixup) on the
 training rows of the feature cache its build left in .cache/features, once per seed, and scores
 the float ensemble on the held-out rows and on the real digits (the window the edge loop
-classifies, captured once through the first bundle's pipeline), by speaker too. A cache with
-accented Kokoro clips (`--accents`) is also scored without them: the same corpus less those rows.
+classifies, captured once through the first bundle's pipeline), by speaker too. Bundles must
+name their cache (built since 2026-12-05). A cache with accented Kokoro clips (`--accents`) is
+also scored without them: the same corpus less those rows.
 About three minutes per seed and corpus on 2 cores.
 """
 
@@ -50,7 +51,14 @@ def main(argv: list[str] | None = None) -> int:
           "|---|---:|---:|---:|---:|---|")
     for bundle in bundles:
         manifest = json.loads((bundle / "manifest.json").read_text())
+        if not manifest["training"].get("features_cache"):
+            # cached_features would guess by row counts, and a later build of another recipe
+            # (an onset-cut one did) has the same: rebuild it with `build --like` instead.
+            print(f"error: {bundle} does not name its feature cache (built before builds did); "
+                  f"compare a `quantize build --like {bundle}` rebuild instead", file=sys.stderr)
+            return 2
         path, data = cached_features(manifest)
+        log.info("%s: %s", bundle, path.name)
         held, x, y = data["heldout"], data["emb"], data["label"]
         accented = np.array(["@" in str(v) for v in data["voice"]])
         corpora = [(bundle.name, ~held)] + ([(f"{bundle.name} less accented", ~held & ~accented)] if accented.any()
