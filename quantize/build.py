@@ -41,7 +41,6 @@ from quantize.corpus import (
     features_path,
 )
 from quantize.evaluate import WAKE_THRESHOLD_GRID
-from quantize.kokoro import accent_voices
 from quantize.util import sha256_file
 from quantize.vocabulary import everyday_texts, everyday_words
 from quantize.voices import ESPEAK_VOICES, OPT_IN_ENGINES, Prosody, Voice, available_voices, split_voices
@@ -166,13 +165,18 @@ def choose_voices(language: str, opts: BuildOptions) -> tuple[list[Voice], list[
 
 
 def accented_voices(train: list[Voice], language: str, opts: BuildOptions) -> list[Voice]:
-    """`--accents`: the build's training Kokoro voices again, each with foreign accents
-    (quantize.accent). For the catalog's own language only: the held-out voices, the other
-    languages' voices and the babble stay as they are."""
+    """`--accents`: the build's training Kokoro voices again, each with `opts.accents` foreign
+    accents ("jf_alpha@fr", quantize.accent), taken in turn so that every accent gets about as
+    many voices. For the catalog's own language only: the held-out voices, the other languages'
+    voices and the babble stay as they are."""
     names = [v.name for v in train if v.engine == "kokoro"]
-    if not opts.accents or not accents_for(language):
+    accents = accents_for(language)
+    if not opts.accents or not accents or not names:
         return []
-    return [Voice("kokoro", name, language) for name in accent_voices(names, language, opts.accents)]
+    if opts.accents > len(accents):
+        raise ValueError(f"{opts.accents} accents per voice asked; {language!r} speech has {len(accents)}")
+    return [Voice("kokoro", f"{name}@{accents[(i + k) % len(accents)]}", language)
+            for i, name in enumerate(names) for k in range(opts.accents)]
 
 
 def _prosody(rng: np.random.Generator, voice: Voice, jitter: bool) -> Prosody:
@@ -219,14 +223,12 @@ def part_of_keyword(text: str, cat: Catalog) -> bool:
 
 def make_examples(cat: Catalog, labels: list[str], train: list[Voice], held: list[Voice], opts: BuildOptions,
                   extra_negatives: list[str], foreign: Foreign | None = None,
-                  everyday: list[str] | None = None) -> list[Example]:
+                  everyday: list[str] | None = None, accented: list[Voice] | None = None) -> list[Example]:
+    """`accented` (accented_voices) speak last, from their own random stream: every other example,
+    the held-out ones above all, stays what it is without them."""
     rng = np.random.default_rng(opts.seed)
     out: list[Example] = []
     reps = 1 if opts.quick else opts.train_reps
-    # Accented voices speak last, from their own random stream: every other example, the held-out
-    # ones above all, stays what it is without them.
-    accented = [v for v in train if accented_voice(v)]
-    train = [v for v in train if not accented_voice(v)]
     # A quick wake model with half these positives and no window shift fired 74 times an hour on
     # its held-out negatives at the top threshold, and its phrase peaked 1e-5 short of it.
     pos_reps = (6 if opts.quick else reps) * (6 if cat.task == "wake" else 1)
@@ -387,7 +389,7 @@ def plan_corpus(catalog_path: Path, cat: Catalog, labels: list[str], opts: Build
             foreign = {lang: (texts, f_train, without_speakers(f_held, trained))
                        for lang, (texts, f_train, f_held) in foreign.items()}
         accented = accented_voices(train_v, cat.language, opts)
-        examples = make_examples(cat, labels, train_v + accented, held_v, opts, extra_neg, foreign, everyday)
+        examples = make_examples(cat, labels, train_v, held_v, opts, extra_neg, foreign, everyday, accented)
     heldout_babble = catalog_babble(cat, train_v)
     train_babble = babble_pool(cat, train_v, held_v, heldout_babble, opts) if opts.babble_pool else None
     return examples, train_v + accented, held_v, Babble(heldout_babble, train_babble)

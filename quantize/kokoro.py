@@ -107,17 +107,6 @@ def phonemes(text: str, language: str) -> str:
     return ipa.replace("^", "").replace("-", "")
 
 
-def accent_voices(voices: list[str], language: str, per_voice: int) -> tuple[str, ...]:
-    """Each of `voices` with `per_voice` foreign accents ("jf_alpha@fr", quantize.accent), the
-    accents taken in turn so that every accent gets about as many voices."""
-    from quantize.accent import accents_for
-
-    accents = accents_for(language)
-    if per_voice > len(accents) and voices:
-        raise ValueError(f"{per_voice} accents per voice asked; {language!r} speech has {len(accents)}")
-    return tuple(f"{v}@{accents[(i + k) % len(accents)]}" for i, v in enumerate(voices) for k in range(per_voice))
-
-
 def synthesize_kokoro(text: str, language: str, voice: str, speed: float = 1.0) -> np.ndarray:
     """Speak `text` (already in the form espeak-ng reads: pinyin for Mandarin) as int16 at 16 kHz.
     `voice` is a style, a blend "a+b", either with a foreign accent "@xx" (quantize.accent)."""

@@ -706,7 +706,7 @@ def test_accented_kokoro_voices_train_beside_a_corpus_that_stays_as_it_was():
     cat = load_catalog(ROOT / "models/catalog/keywords/en-digits.toml")
     labels = ["_unknown_", *cat.intents]
     plain = make_examples(cat, labels, train, held, BuildOptions(), [])
-    with_accents = make_examples(cat, labels, train + added, held, BuildOptions(accents=2), [])
+    with_accents = make_examples(cat, labels, train, held, BuildOptions(accents=2), [], accented=added)
     assert with_accents[: len(plain)] == plain
     extra = with_accents[len(plain) :]
     assert {e.voice for e in extra} == set(added) and all(e.split == "train" for e in extra)
