@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.head_recipes import real_windows, right_at_most_5pct_wrong
-from quantize.evaluate import REAL_DEV, read_labelled
+from bench.head_recipes import real_windows, right_at_most_5pct_wrong, train_pair
+from quantize.evaluate import REAL_DEV
 from quantize.realdev import fsdd_speaker
 from quantize.recalibrate import cached_features
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    from quantize.train import TrainConfig, ensemble, head_width, predict, train
+    from quantize.train import predict
 
     bundles = [Path(b) for b in args.bundle]
     if not (REAL_DEV / "fsdd").is_dir():
@@ -57,10 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             print(f"error: {bundle} {problem}", file=sys.stderr)
             return 2
-    xr, yr = real_windows(bundles[0])
-    labels = manifests[0]["labels"]
-    speaker = np.array([fsdd_speaker(path) for path, intent in read_labelled(REAL_DEV / "fsdd")
-                        if path.is_file() and intent in labels])
+    xr, yr, files = real_windows(bundles[0])
+    speaker = np.array([fsdd_speaker(path) for path in files])
     print("| corpus | seed | held-out top-1 | real top-1 | real right at <= 5 % wrong | real top-1 by speaker |\n"
           "|---|---:|---:|---:|---:|---|")
     for bundle, manifest in zip(bundles, manifests, strict=True):
@@ -72,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                                             else [])
         for name, rows in corpora:
             for seed in args.seeds:
-                configs = [TrainConfig(arch="cnn", hidden=head_width("cnn"), seed=seed + 1000 * k,
-                                       unknown_weight=2.0, shift_steps=2, mixup_alpha=0.4) for k in range(2)]
-                heads = [train(x[rows], y[rows], len(manifest["labels"]), c, progress=False) for c in configs]
-                model = ensemble(heads)
+                model = train_pair(x[rows], y[rows], len(manifest["labels"]), seed)
                 held_acc = float(np.mean(predict(model, x[held]).argmax(axis=1) == y[held]))
                 probs = predict(model, xr)
                 right = probs.argmax(axis=1) == yr

@@ -27,8 +27,9 @@ RECIPES = {"plain": (0, 0.0), "shift": (2, 0.0), "mixup": (0, 0.4), "shift+mixup
 log = logging.getLogger("bench.head_recipes")
 
 
-def real_windows(bundle: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(windows, label indices) of the real clips: the head's window where each utterance closes."""
+def real_windows(bundle: Path) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """(windows, label indices, files) of the real clips: the head's window where each utterance
+    closes."""
     pipe = make_pipeline([bundle])
     head = pipe.models.command_heads[0]
     labels = list(head.bundle.labels)
@@ -52,7 +53,7 @@ def real_windows(bundle: Path) -> tuple[np.ndarray, np.ndarray]:
         # No utterance closed: the device said nothing, so score a window of silence.
         xs.append(closed[0] if closed else silence)
         ys.append(labels.index(intent))
-    return np.array(xs), np.array(ys)
+    return np.array(xs), np.array(ys), [path for path, _ in items]
 
 
 def right_at_most_5pct_wrong(probs: np.ndarray, y: np.ndarray) -> float:
@@ -65,6 +66,17 @@ def right_at_most_5pct_wrong(probs: np.ndarray, y: np.ndarray) -> float:
     return best
 
 
+def train_pair(x: np.ndarray, y: np.ndarray, n_labels: int, seed: int, arch: str = "cnn", shift_steps: int = 2,
+               mixup_alpha: float = 0.4):
+    """Two heads (seeds `seed` and `seed` + 1000) averaged into one float model, as en-command ships."""
+    from quantize.train import TrainConfig, ensemble, head_width, train
+
+    return ensemble([train(x, y, n_labels, TrainConfig(arch=arch, hidden=head_width(arch), seed=seed + 1000 * k,
+                                                       unknown_weight=2.0, shift_steps=shift_steps,
+                                                       mixup_alpha=mixup_alpha), progress=False)
+                     for k in range(2)])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.head_recipes", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", default="models/en-command")
@@ -72,23 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default="cnn")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    from quantize.train import TrainConfig, ensemble, head_width, predict, train
+    from quantize.train import predict
 
     bundle = Path(args.bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     path, data = cached_features(manifest)
     log.info("training features: %s", path.name)
     held, x, y = data["heldout"], data["emb"], data["label"]
-    xr, yr = real_windows(bundle)
+    xr, yr, _ = real_windows(bundle)
     n = len(manifest["labels"])
     print("| recipe | seed | held-out top-1 | real top-1 | real right at <= 5 % wrong |\n|---|---:|---:|---:|---:|")
     for name, (shift, alpha) in RECIPES.items():
         for seed in args.seeds:
-            heads = [train(x[~held], y[~held], n, TrainConfig(arch=args.arch, hidden=head_width(args.arch),
-                                                              seed=seed + 1000 * k, unknown_weight=2.0,
-                                                              shift_steps=shift, mixup_alpha=alpha), progress=False)
-                     for k in range(2)]
-            model = ensemble(heads)
+            model = train_pair(x[~held], y[~held], n, seed, args.arch, shift, alpha)
             held_acc = float(np.mean(predict(model, x[held]).argmax(axis=1) == y[held]))
             pr = predict(model, xr)
             print(f"| {name} | {seed} | {held_acc:.1%} | {np.mean(pr.argmax(axis=1) == yr):.1%} "
