@@ -66,13 +66,16 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="WAV file for spoken output (translate mode; default: the speaker)")
     p.add_argument("--output-device", dest="output_device",
                    help="speaker for translate mode: index or name substring (see `polyvox devices`)")
+    p.add_argument("--profile", dest="profiles", action="append", metavar="FILE",
+                   help="a voice profile made by `polyvox enroll` (repeatable; each applies to the model it "
+                        "was recorded for)")
     p.add_argument("--mqtt", dest="mqtt_url", help="broker URL, mqtt://user:pass@host:port or mqtts://...")
     p.add_argument("--metrics", action="store_true", help="print run metrics (RTF, stage costs) to stderr at exit")
 
 
 RUN_KEYS = ("source", "rate_hz", "device", "language", "mode", "target_language", "models_dir", "bundles", "wake",
             "listen_s", "sensitivity", "langid_rule", "language_memory_s", "json", "realtime", "num_threads", "output",
-            "output_device")
+            "output_device", "profiles")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -88,6 +91,53 @@ def cmd_run(args: argparse.Namespace) -> int:
         return cfg
 
     return run_service(read_config(), print_metrics=args.metrics, config_path=args.config, reload_config=read_config)
+
+
+ENROLL_HELP = """\
+Make a voice profile: a few recordings of you saying the commands, so that the model hears your
+voice better. Nothing is retrained; `polyvox run --profile FILE` mixes what the model thinks with
+how close each utterance is to your recordings. One or two takes of each command are enough; the
+commands you are misheard on matter most. Measured on real English digits (3 speakers), one take
+of each digit: 88.0 -> 93.8 % right, 3.9 -> 3.0 % wrong (python -m bench.enrollment).
+
+examples:
+  polyvox enroll --language en --profile me-en.npz --record                # prompts for every command
+  polyvox enroll --language en --profile me-en.npz --record --intents digit_4,digit_6 --takes 3
+  polyvox enroll --bundle my-words/ --profile me.npz --data recordings/   # recordings/<intent>/*.wav
+  polyvox run --language en --profile me-en.npz
+"""
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from edge.audio import open_source
+    from edge.enroll import CHUNK, Enroller, enroll_files, enroll_live, read_recordings
+    from edge.runner import bundles_for
+
+    if args.bundle:
+        bundle = Path(args.bundle)
+    else:
+        found = bundles_for(args.models_dir or DEFAULT_MODELS_DIR, args.language, ("command",))
+        if not found:
+            raise BundleError(f"no command model for language {args.language!r}; name one with --bundle")
+        bundle = found[0]
+    if args.takes < 1:
+        raise BundleError(f"--takes must be at least 1, not {args.takes}")
+    enroller = Enroller(bundle)
+    if args.data:
+        takes = enroll_files(enroller, read_recordings(args.data), progress=print)
+    else:
+        intents = args.intents.split(",") if args.intents else enroller.intents
+        print(f"enrolling {len(intents)} commands of {enroller.bundle.name}, {args.takes} take(s) each: "
+              "speak after each prompt, as you would to the device", flush=True)
+        with open_source("mic", device=args.device, chunk_samples=CHUNK) as source:
+            takes = enroll_live(enroller, source, intents, args.takes, enroller.bundle.texts,
+                                say=lambda line: print(line, flush=True),
+                                keep_dir=Path(args.keep) if args.keep else None)
+    profile = enroller.profile(takes)
+    profile.save(args.profile)
+    print(f"wrote {args.profile}: {len(takes)} recordings of {len(set(profile.intents))} commands for "
+          f"{enroller.bundle.name}; use it with `polyvox run --profile {args.profile}`")
+    return 0
 
 
 def cmd_devices(_args: argparse.Namespace) -> int:
@@ -167,6 +217,21 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_run_args(p)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("enroll", help="record your voice for a command model (a voice profile)",
+                       description=ENROLL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", required=True, metavar="FILE", help="the voice profile to write (.npz)")
+    p.add_argument("--language", default="en", help="the language whose command model to enroll for (default en)")
+    p.add_argument("--bundle", help="enroll for this bundle directory instead")
+    p.add_argument("--models-dir", dest="models_dir", help=f"where bundles live (default {DEFAULT_MODELS_DIR})")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--record", action="store_true", help="prompt for each command and record it from the microphone")
+    how.add_argument("--data", help="recordings: a folder with one subfolder of WAV files per intent, "
+                                    "or a TSV of file<TAB>intent lines")
+    p.add_argument("--intents", help="with --record: only these intents, comma-separated (default: all)")
+    p.add_argument("--takes", type=int, default=2, help="with --record: takes of each intent (default 2)")
+    p.add_argument("--device", help="microphone index or name substring (see `polyvox devices`)")
+    p.add_argument("--keep", metavar="DIR", help="with --record: also save the takes as DIR/<intent>/<n>.wav")
+    p.set_defaults(func=cmd_enroll)
     p = sub.add_parser("devices", help="list audio input and output devices")
     p.set_defaults(func=cmd_devices)
     p = sub.add_parser("models", help="list model bundles with language, task, labels and accuracy")

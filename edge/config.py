@@ -107,6 +107,8 @@ class RunConfig:
     latency (measured with 80 ms chunks: translation p95 0.30 s; with 40 ms: 0.26 s)."""
     output: str = ""
     """WAV file for spoken output (translation mode); empty = the speaker."""
+    profiles: tuple[str, ...] = ()
+    """Voice profiles (`polyvox enroll`); each applies to the model it was recorded for."""
     vad: VadConfig = field(default_factory=VadConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
 
@@ -147,7 +149,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             kwargs[key] = _nested(VadConfig, value, name)
         elif key == "mqtt":
             kwargs[key] = _nested(MqttConfig, value, name)
-        elif key == "bundles":
+        elif key in ("bundles", "profiles"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name}: must be a list of paths")
             kwargs[key] = tuple(value)

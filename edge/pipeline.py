@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from edge.decisions import TIE_MARGIN, DecisionConfig, WakeDecider, decide_comma
 from edge.events import Event
 from edge.frontend import Frontend, FrontendConfig
 from edge.models import EMBEDDING_HOP, Embedder, StatefulHead, WindowHead, silence_logmel
+from edge.profile import ProfileScorer, VoiceProfile
 from edge.vad import Vad, VadConfig
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class Head:
     runner: WindowHead | StatefulHead
     decision: DecisionConfig
     wake: WakeDecider | None = None
+    profile: ProfileScorer | None = None
+    """The user's voice profile for this model (edge.profile), if one was given."""
 
 
 @dataclass
@@ -106,8 +109,10 @@ LISTENING_TASKS = ("wake", "command", "phrase", "langid")
 """Bundle tasks the pipeline runs; the speech embedding is loaded through the bundles that use it."""
 
 
-def load_models(paths: list[Path], frontend: FrontendConfig, num_threads: int = 1) -> ModelSet:
-    """Load and validate bundles; all embedding heads share one embedder."""
+def load_models(paths: list[Path], frontend: FrontendConfig, num_threads: int = 1,
+                profiles: tuple[str | Path, ...] = ()) -> ModelSet:
+    """Load and validate bundles; all embedding heads share one embedder. Each voice profile goes
+    to the loaded model it was recorded for; one for a model not loaded (another language's) waits."""
     t0 = time.perf_counter()
     bundles = [load_bundle(p, frontend) for p in paths]
     if not bundles:
@@ -134,9 +139,29 @@ def load_models(paths: list[Path], frontend: FrontendConfig, num_threads: int = 
         decision = DecisionConfig.from_manifest(b.decision)
         wake = WakeDecider(b.labels, decision) if b.task == "wake" else None
         heads.append(Head(b, runner, decision, wake))
+    for path in profiles:
+        _attach_profile(heads, VoiceProfile.load(path), path)
     # "*" is the language identifier's: it listens to every language and names none.
     languages = sorted({b.language for b in bundles} - {"*"}) or ["*"]
     return ModelSet(heads, embedder, "+".join(languages), time.perf_counter() - t0)
+
+
+def _attach_profile(heads: list[Head], profile: VoiceProfile, path: str | Path) -> None:
+    for head in heads:
+        if head.bundle.name != profile.bundle_name:
+            continue
+        reason = profile.fits(head.bundle)
+        if reason:
+            raise BundleError(f"voice profile '{path}': {reason}")
+        if head.profile is not None:
+            raise BundleError(f"voice profile '{path}': {head.bundle.name} already has one")
+        head.profile = ProfileScorer(profile, head.bundle.labels)
+        # The mixed posteriors have their own threshold; sensitivity still moves it.
+        head.decision = replace(head.decision, threshold=profile.config.threshold, thresholds={})
+        log.info("%s: voice profile '%s' (%d recordings of %d intents)", head.bundle.name, path,
+                 len(profile.intents), len(set(profile.intents)))
+        return
+    log.info("voice profile '%s' is for %s, which is not loaded", path, profile.bundle_name)
 
 
 def check_wake(models: ModelSet, wake: str) -> None:
@@ -191,6 +216,9 @@ class Pipeline:
         """The frame the newest embedding ends at (isolate_utterances)."""
         self.deaf_until_s = -1.0
         """Stream time until which input is ignored (the box is speaking: no self-triggering)."""
+        self.heard: list[tuple[str, np.ndarray, np.ndarray]] | None = None
+        """When a list: every utterance head's (bundle name, window, posteriors) is appended to it
+        at each utterance's end (enrollment reads what the heads saw)."""
         self._install(models)
 
     # -- model swapping (called from other threads; applied between chunks) -------------
@@ -344,17 +372,31 @@ class Pipeline:
         return Event("wake", label, head.bundle.language, head.bundle.texts.get(label, label),
                      confidence, start, t, t, head.bundle.name)
 
-    def _scores(self, head: Head, start_frame: int) -> np.ndarray:
-        """An utterance head's posteriors at the utterance's end (see isolate_utterances)."""
-        embedder = self.models.embedder
-        if not (self.cfg.isolate_utterances and embedder and head.bundle.input_features == "embedding"
-                and isinstance(head.runner, WindowHead)):
-            return head.runner.scores()
+    def _window(self, head: Head, start_frame: int) -> np.ndarray | None:
+        """The window an utterance head classifies at the utterance's end (see isolate_utterances);
+        None for a streaming-state head, which has none."""
+        if not isinstance(head.runner, WindowHead):
+            return None
         window = head.runner.current_window()
-        # The newest embedding ends at the last frame pushed; each older one a hop earlier.
-        ends = self._embedding_frame - EMBEDDING_HOP * np.arange(len(window))[::-1]
-        window[ends < start_frame] = embedder.silence_embedding
-        return head.runner.classify(window)
+        embedder = self.models.embedder
+        if self.cfg.isolate_utterances and embedder and head.bundle.input_features == "embedding":
+            # The newest embedding ends at the last frame pushed; each older one a hop earlier.
+            ends = self._embedding_frame - EMBEDDING_HOP * np.arange(len(window))[::-1]
+            window[ends < start_frame] = embedder.silence_embedding
+        return window
+
+    def _scores(self, head: Head, start_frame: int) -> np.ndarray:
+        """An utterance head's posteriors at the utterance's end, with its voice profile's opinion
+        when it has one."""
+        window = self._window(head, start_frame)
+        if window is None:
+            return head.runner.scores()
+        probs = head.runner.classify(window)
+        if head.profile is not None:
+            probs = head.profile.adapt(probs, window)
+        if self.heard is not None:
+            self.heard.append((head.bundle.name, window, probs))
+        return probs
 
     def _command(self, start_frame: int, end_frame: int, t: float) -> Event | None:
         t_start, t_end = self.time_of(start_frame), self.time_of(end_frame)

@@ -65,7 +65,7 @@ def load_language(cfg: RunConfig, language: str | None = None, mode: str | None 
     """The models for `language` (default: the config's), named by that setting: `auto` stays
     `auto`, so a service can tell that what it was asked for is what is listening. A --bundle
     list with no language asked for is named by its bundles' languages."""
-    models = load_models(resolve_bundles(cfg, language, mode), frontend_config(), cfg.num_threads)
+    models = load_models(resolve_bundles(cfg, language, mode), frontend_config(), cfg.num_threads, cfg.profiles)
     if language is not None or not cfg.bundles:
         models.language = canonical_language(language or cfg.language)
     return models

@@ -309,7 +309,7 @@ class Service:
             log.warning("reload: %s take effect at the next start", ", ".join(later))
         self.cfg = cfg
         changed: list[str] = []
-        new_models = (cfg.models_dir, cfg.bundles) != (old.models_dir, old.bundles)
+        new_models = (cfg.models_dir, cfg.bundles, cfg.profiles) != (old.models_dir, old.bundles, old.profiles)
         steps: list[tuple[str, bool, Callable[[], None]]] = [
             ("language", cfg.language != old.language or new_models,
              lambda: self.set_language(cfg.language, reload_models=new_models)),
