@@ -32,7 +32,7 @@ import numpy as np
 from edge.bundle import UNKNOWN
 from edge.decisions import DecisionConfig, decide_command
 from edge.enroll import Enroller
-from edge.profile import ProfileConfig, ProfileScorer, VoiceProfile
+from edge.profile import ProfileConfig, ProfileScorer, VoiceProfile, profile_decision
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DEV = ROOT.parent / "shared" / "data" / "real-dev"
@@ -82,27 +82,38 @@ def rates(got: list[str | None], want: np.ndarray, total: int) -> tuple[float, f
     return right / total, wrong / total
 
 
+def worst_intents(labels: tuple[str, ...], clips: Clips, mine: np.ndarray, decision: DecisionConfig,
+                  n: int) -> list[str]:
+    """The speaker's `n` intents the model alone gets right least often: the ones a user who
+    enrolls only a few would pick, having heard the device miss them."""
+    got = decide(labels, clips.probs[mine], decision)
+    right: dict[str, list[bool]] = {}
+    for g, want in zip(got, clips.intents[mine], strict=True):
+        right.setdefault(str(want), []).append(g == want)
+    return sorted(right, key=lambda i: np.mean(right[i]))[:n]
+
+
 def measure(enroller: Enroller, clips: Clips, negatives: Clips, totals: dict[str, int], k: int, draws: int,
-            config: ProfileConfig) -> dict:
-    """Per draw and speaker: enroll k takes of each intent, score the speaker's other clips and the
-    negatives with the profile and without it."""
+            config: ProfileConfig, worst: int = 0) -> dict:
+    """Per draw and speaker: enroll k takes of each intent (of the speaker's `worst` intents alone,
+    when given), score the speaker's other clips and the negatives with the profile and without it."""
     labels = enroller.bundle.labels
     head = DecisionConfig.from_manifest(enroller.bundle.decision)
-    with_profile = DecisionConfig(threshold=config.threshold, refractory_s=head.refractory_s)
     rng = np.random.default_rng(0)
     rows: dict[str, list] = {}
     for _ in range(draws):
         for speaker in sorted(set(clips.speakers)):
             mine = np.flatnonzero(clips.speakers == speaker)
+            chosen = worst_intents(labels, clips, mine, head, worst) if worst else sorted(set(clips.intents[mine]))
             enrolled = np.concatenate([rng.choice(mine[clips.intents[mine] == i], k, replace=False)
-                                       for i in sorted(set(clips.intents[mine]))
-                                       if (clips.intents[mine] == i).sum() > k])
+                                       for i in chosen if (clips.intents[mine] == i).sum() > k])
             test = np.setdiff1d(mine, enrolled)
             # Clips where no utterance closed count as silent: scale to all of the speaker's clips.
             total = totals[speaker] - len(enrolled)
             profile = VoiceProfile(enroller.bundle.name, "", tuple(clips.intents[enrolled]),
                                    clips.windows[enrolled], config)
             scorer = ProfileScorer(profile, labels)
+            with_profile = profile_decision(head, profile)
             adapted = adapt_all(scorer, clips.probs[test], clips.windows[test])
             neg_adapted = adapt_all(scorer, negatives.probs, negatives.windows)
             n_neg = totals["_negatives"]
@@ -169,7 +180,7 @@ def real_speakers(root: Path) -> tuple[list, list]:
     pos = [(read_wav(p), i, fsdd_speaker(p)) for p, i in read_labelled(root / "fsdd")]
     neg = []
     for folder in sorted((root / "wakewords").iterdir()):
-        for f in sorted(folder.glob("*.flac")):
+        for f in sorted(x for x in folder.iterdir() if x.suffix.lower() in (".flac", ".wav")):
             try:
                 neg.append((read_audio_any(f), UNKNOWN, "keyword"))
             except Exception as exc:  # noqa: BLE001 - one damaged file in the crowd-sourced set
@@ -177,7 +188,7 @@ def real_speakers(root: Path) -> tuple[list, list]:
     return pos, neg
 
 
-def report(title: str, results: dict[int, dict]) -> str:
+def report(title: str, results: dict[str, dict]) -> str:
     lines = [f"### {title}", "",
              "| takes per intent | | right | wrong | must-not-fire clips that fired | by speaker (right / wrong) |",
              "|---:|---|---:|---:|---:|---|"]
@@ -193,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", default=str(ROOT / "models" / "en-command"))
     p.add_argument("--takes", type=int, nargs="+", default=[1, 2], help="enrolled takes per intent")
     p.add_argument("--draws", type=int, default=3, help="random choices of the enrolled takes")
+    p.add_argument("--worst", type=int, default=3,
+                   help="also enroll only each speaker's N worst-heard intents (0: skip that case)")
     p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--out", help="also write the figures as JSON here")
     args = p.parse_args(argv)
@@ -210,9 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     figures = {}
     for title, (pos, neg) in sets:
         clips, negatives = capture(enroller, pos), capture(enroller, neg)
+        print(f"{title}: {len(pos)} command clips, {len(neg)} clips that must not fire", file=sys.stderr)
         totals = {s: sum(1 for _, _, sp in pos if sp == s) for s in {sp for _, _, sp in pos}}
         totals["_negatives"] = len(neg)
-        results = {k: measure(enroller, clips, negatives, totals, k, args.draws, config) for k in args.takes}
+        results = {str(k): measure(enroller, clips, negatives, totals, k, args.draws, config) for k in args.takes}
+        if args.worst:
+            for k in args.takes:
+                results[f"{k}, of the {args.worst} worst-heard intents only"] = measure(
+                    enroller, clips, negatives, totals, k, args.draws, config, args.worst)
         figures[title] = results
         print(report(title, results) + "\n", flush=True)
     if args.out:

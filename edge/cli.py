@@ -96,9 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 ENROLL_HELP = """\
 Make a voice profile: a few recordings of you saying the commands, so that the model hears your
 voice better. Nothing is retrained; `polyvox run --profile FILE` mixes what the model thinks with
-how close each utterance is to your recordings. One or two takes of each command are enough; the
-commands you are misheard on matter most. Measured on real English digits (3 speakers), one take
-of each digit: 88.0 -> 93.8 % right, 3.9 -> 3.0 % wrong (python -m bench.enrollment).
+how close each utterance is to your recordings. One or two takes of each command are enough.
+Measured on real English digits (3 speakers), one take of each digit: 88.0 -> 93.8 % right,
+3.9 -> 2.6 % wrong; only the 3 worst-heard digits: 92.7 % right (python -m bench.enrollment).
 
 examples:
   polyvox enroll --language en --profile me-en.npz --record                # prompts for every command
@@ -113,23 +113,25 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from edge.enroll import CHUNK, Enroller, enroll_files, enroll_live, read_recordings
     from edge.runner import bundles_for
 
+    # The service's config, when given: its microphone, models and VAD are what the profile is for.
+    cfg = load_config(args.config) if args.config else RunConfig()
     if args.bundle:
         bundle = Path(args.bundle)
     else:
-        found = bundles_for(args.models_dir or DEFAULT_MODELS_DIR, args.language, ("command",))
+        found = bundles_for(args.models_dir or cfg.models_dir, args.language, ("command",))
         if not found:
             raise BundleError(f"no command model for language {args.language!r}; name one with --bundle")
         bundle = found[0]
     if args.takes < 1:
         raise BundleError(f"--takes must be at least 1, not {args.takes}")
-    enroller = Enroller(bundle)
+    enroller = Enroller(bundle, cfg.vad)
     if args.data:
         takes = enroll_files(enroller, read_recordings(args.data), progress=print)
     else:
         intents = args.intents.split(",") if args.intents else enroller.intents
         print(f"enrolling {len(intents)} commands of {enroller.bundle.name}, {args.takes} take(s) each: "
               "speak after each prompt, as you would to the device", flush=True)
-        with open_source("mic", device=args.device, chunk_samples=CHUNK) as source:
+        with open_source("mic", device=args.device or cfg.device or None, chunk_samples=CHUNK) as source:
             takes = enroll_live(enroller, source, intents, args.takes, enroller.bundle.texts,
                                 say=lambda line: print(line, flush=True),
                                 keep_dir=Path(args.keep) if args.keep else None)
@@ -231,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--takes", type=int, default=2, help="with --record: takes of each intent (default 2)")
     p.add_argument("--device", help="microphone index or name substring (see `polyvox devices`)")
     p.add_argument("--keep", metavar="DIR", help="with --record: also save the takes as DIR/<intent>/<n>.wav")
+    p.add_argument("--config", help="the TOML config `polyvox run` uses: its device, models_dir and [vad] "
+                                    "apply here too (flags win)")
     p.set_defaults(func=cmd_enroll)
     p = sub.add_parser("devices", help="list audio input and output devices")
     p.set_defaults(func=cmd_devices)

@@ -20,11 +20,14 @@ from edge.bundle import UNKNOWN, BundleError, file_sha256, load_bundle
 from edge.config import frontend_config
 from edge.pipeline import ROOM_TONE_S, Pipeline, PipelineConfig, load_models
 from edge.profile import ProfileConfig, VoiceProfile
+from edge.vad import VadConfig
 
 log = logging.getLogger(__name__)
 CHUNK = 640
 TAKE_TIMEOUT_S = 8.0
-"""A prompted take that is not heard within this long is skipped."""
+"""A prompted take that is not heard within this long is asked for again..."""
+RETRIES = 2
+"""...at most this many times, then skipped."""
 
 
 @dataclass(frozen=True)
@@ -38,13 +41,16 @@ class Take:
 class Enroller:
     """One bundle's loop, reading the windows its head classifies."""
 
-    def __init__(self, bundle_dir: str | Path) -> None:
+    def __init__(self, bundle_dir: str | Path, vad: VadConfig | None = None) -> None:
+        """`vad`: the VAD settings `polyvox run` will use (its config's [vad]), so that the windows
+        kept are the ones it will classify."""
         self.bundle = load_bundle(bundle_dir, frontend_config())
         if self.bundle.input_features != "embedding" or self.bundle.task not in ("command", "phrase"):
             raise BundleError(f"bundle '{bundle_dir}': voice profiles are for command and phrase models "
                               f"over the speech embedding, not a {self.bundle.task} model")
         models = load_models([Path(bundle_dir)], frontend_config())
-        self.pipeline = Pipeline(PipelineConfig(frontend=frontend_config(), wake="off"), models)
+        self.pipeline = Pipeline(PipelineConfig(frontend=frontend_config(), vad=vad or VadConfig(), wake="off"),
+                                 models)
         self.pipeline.heard = []
 
     @property
@@ -78,21 +84,27 @@ class Enroller:
         pipe.finish()
         return self._best(intent)
 
-    def from_stream(self, chunks: Iterator[np.ndarray], intent: str, rate_hz: int = 16000,
+    def from_stream(self, chunks: Iterator[np.ndarray], intent: str,
                     keep: list[np.ndarray] | None = None) -> Take | None:
         """Listen until one utterance closes (or TAKE_TIMEOUT_S passes); the live loop keeps its
         state between takes, as it does between commands. `keep` receives the audio heard."""
         pipe = self.pipeline
         pipe.heard.clear()
         heard_s = 0.0
+        rate = pipe.cfg.frontend.sample_rate_hz
         for chunk in chunks:
             pipe.feed(chunk.astype(np.float32))
             if keep is not None:
                 keep.append(chunk)
-            heard_s += len(chunk) / rate_hz
-            if pipe.heard or heard_s > TAKE_TIMEOUT_S:
+            heard_s += len(chunk) / rate
+            if pipe.heard:
+                return self._best(intent)
+            if heard_s > TAKE_TIMEOUT_S:
+                # Whatever is still open (a long noise) must not end up in the next take; what the
+                # VAD learned of the room stays.
+                pipe.vad.know_room(pipe.vad.room())
                 break
-        return self._best(intent)
+        return None
 
     def profile(self, takes: list[Take], config: ProfileConfig | None = None) -> VoiceProfile:
         config = config or ProfileConfig()
@@ -109,7 +121,11 @@ def read_recordings(data: str | Path) -> list[tuple[Path, str]]:
     data = Path(data)
     items: list[tuple[Path, str]] = []
     if data.is_file():
-        for n, line in enumerate(data.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = data.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise BundleError(f"'{data}' is not a UTF-8 text file of file<TAB>intent lines") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.startswith("#"):
                 continue
             parts = line.split("\t")
@@ -154,15 +170,22 @@ def enroll_live(enroller: Enroller, source: AudioSource, intents: list[str], tak
     take is also saved as keep_dir/<intent>/<n>.wav (a folder `polyvox enroll --data` reads)."""
     for intent in intents:
         enroller.check_intent(intent)
+    if len(set(intents)) < 2:  # said before anyone records, not after
+        raise BundleError("a voice profile needs recordings of at least two intents (it compares them)")
     chunks = source.chunks(CHUNK)
     takes = []
     for intent in intents:
         for n in range(1, takes_per_intent + 1):
             say(f"say \"{texts.get(intent, intent)}\" ({intent}, {n} of {takes_per_intent})")
             audio: list[np.ndarray] = []
-            take = enroller.from_stream(chunks, intent, keep=audio if keep_dir else None)
+            take = None
+            for attempt in range(RETRIES + 1):
+                audio.clear()
+                take = enroller.from_stream(chunks, intent, keep=audio if keep_dir else None)
+                if take is not None:
+                    break
+                say("  nothing heard; " + ("again, please" if attempt < RETRIES else "skipped"))
             if take is None:
-                say("  nothing heard; skipped")
                 continue
             say(f"  heard (the model alone gave it {take.score:.0%})")
             takes.append(take)

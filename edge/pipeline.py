@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from edge.decisions import TIE_MARGIN, DecisionConfig, WakeDecider, decide_comma
 from edge.events import Event
 from edge.frontend import Frontend, FrontendConfig
 from edge.models import EMBEDDING_HOP, Embedder, StatefulHead, WindowHead, silence_logmel
-from edge.profile import ProfileScorer, VoiceProfile
+from edge.profile import ProfileScorer, VoiceProfile, profile_decision
 from edge.vad import Vad, VadConfig
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,8 @@ def _attach_profile(heads: list[Head], profile: VoiceProfile, path: str | Path) 
         if head.profile is not None:
             raise BundleError(f"voice profile '{path}': {head.bundle.name} already has one")
         head.profile = ProfileScorer(profile, head.bundle.labels)
-        # The mixed posteriors have their own threshold; sensitivity still moves it.
-        head.decision = replace(head.decision, threshold=profile.config.threshold, thresholds={})
+        # Enrolled intents are decided at the profile's threshold; sensitivity still moves it.
+        head.decision = profile_decision(head.decision, profile)
         log.info("%s: voice profile '%s' (%d recordings of %d intents)", head.bundle.name, path,
                  len(profile.intents), len(set(profile.intents)))
         return

@@ -9,7 +9,8 @@ compared with them:
 - every window has the mean of the profile's windows taken away (what all of this user's
   recordings share: voice, room, microphone), then cosine similarity to each recording;
 - each enrolled intent scores its best recording's similarity, and "none of them" scores
-  `floor`; a softmax at `temperature` turns these into the profile's own opinion;
+  `floor` (more when some of the model's intents have no recording); a softmax at
+  `temperature` turns these into the profile's own opinion;
 - the head's posteriors and that opinion are mixed, `weight` for the profile. When the profile
   says "none of them", its share goes back to the head's own posteriors.
 
@@ -22,12 +23,13 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from edge.bundle import UNKNOWN, Bundle, BundleError, file_sha256
+from edge.decisions import DecisionConfig
 
 PROFILE_VERSION = 1
 
@@ -41,13 +43,17 @@ class ProfileConfig:
     floor: float = 0.3
     """Similarity that "none of my recordings" scores: below it, the head decides alone."""
     threshold: float = 0.3
-    """Decision threshold on the mixed posteriors (replaces the bundle's)."""
+    """Decision threshold for the enrolled intents (the others keep the bundle's)."""
+    unenrolled_weight: float = 0.3
+    """"None of them" stands for every intent without a recording too: its score gains this times
+    ln(1 + their number). Without it, a profile of three commands out of thirty pulled the others
+    toward those three (synthetic users, one take: wrong 7.7 -> 11.3 %); with it, 6.4 %."""
 
     def check(self, where: str) -> None:
         if not (0.0 <= self.weight <= 1.0 and self.temperature > 0 and -1.0 <= self.floor <= 1.0
-                and 0.0 < self.threshold < 1.0):
-            raise BundleError(f"{where}: weight must be 0-1, temperature > 0, floor -1..1 and threshold "
-                              f"between 0 and 1 (got {self})")
+                and 0.0 < self.threshold < 1.0 and self.unenrolled_weight >= 0):
+            raise BundleError(f"{where}: weight must be 0-1, temperature > 0, floor -1..1, threshold "
+                              f"between 0 and 1 and unenrolled_weight >= 0 (got {self})")
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,17 @@ class VoiceProfile:
     def save(self, path: str | Path) -> None:
         meta = {"version": PROFILE_VERSION, "bundle": self.bundle_name, "model_sha256": self.model_sha256,
                 "config": asdict(self.config)}
-        with open(path, "wb") as f:  # np.savez would append ".npz" to a name without it
-            np.savez_compressed(f, windows=self.windows.astype(np.float16), intents=np.array(self.intents),
-                                meta=np.array(json.dumps(meta)))
+        path = Path(path)
+        # Written aside and renamed: a service reloading its config never reads half a profile.
+        part = path.with_name(path.name + ".part")
+        try:
+            with open(part, "wb") as f:  # np.savez would append ".npz" to a name without it
+                np.savez_compressed(f, windows=self.windows.astype(np.float16), intents=np.array(self.intents),
+                                    meta=np.array(json.dumps(meta)))
+            part.replace(path)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            raise BundleError(f"cannot write voice profile '{path}': {exc.strerror or exc}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> VoiceProfile:
@@ -80,14 +94,18 @@ class VoiceProfile:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 windows = data["windows"].astype(np.float32)
+                if data["intents"].ndim != 1:
+                    raise ValueError("intents must be a list")
                 intents = tuple(str(x) for x in data["intents"])
         except FileNotFoundError:
             raise BundleError(f"{where} does not exist") from None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            # A .npy file or an empty one fail as TypeError / EOFError rather than as a bad archive.
             raise BundleError(f"{where} is not a voice profile ({type(exc).__name__}: {exc})") from None
-        if not isinstance(meta, dict) or meta.get("version") != PROFILE_VERSION:
-            raise BundleError(f"{where}: version {meta.get('version') if isinstance(meta, dict) else None!r} "
-                              f"is not supported (expected {PROFILE_VERSION})")
+        if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+            raise BundleError(f"{where}: its metadata is not a JSON object with a config object")
+        if meta.get("version") != PROFILE_VERSION:
+            raise BundleError(f"{where}: version {meta.get('version')!r} is not supported (expected {PROFILE_VERSION})")
         if windows.ndim != 3 or not np.isfinite(windows).all():
             raise BundleError(f"{where}: its windows are not a finite (n, window, dim) array")
         try:
@@ -131,7 +149,8 @@ class ProfileScorer:
         self._starts = np.array([i for i, name in enumerate(intents) if i == 0 or name != intents[i - 1]])
         self._columns = np.array([labels.index(intents[i]) for i in self._starts])
         self._logits = np.empty(len(self._starts) + 1, dtype=np.float32)
-        self._logits[-1] = self.floor / self.temperature
+        unenrolled = sum(1 for x in labels if x != UNKNOWN) - len(self._starts)
+        self._logits[-1] = self.floor / self.temperature + cfg.unenrolled_weight * np.log1p(unenrolled)
 
     def adapt(self, probs: np.ndarray, window: np.ndarray) -> np.ndarray:
         """The head's posteriors for `window`, mixed with the profile's opinion of it."""
@@ -144,6 +163,13 @@ class ProfileScorer:
         out = probs * (1.0 - self.weight + self.weight * opinion[-1])
         out[self._columns] += self.weight * opinion[:-1]
         return out
+
+
+def profile_decision(decision: DecisionConfig, profile: VoiceProfile) -> DecisionConfig:
+    """The bundle's decision rule with the profile's threshold for the intents it enrolled: an
+    intent without recordings gains nothing from the profile, so it keeps its calibrated one."""
+    return replace(decision, thresholds={**decision.thresholds,
+                                         **dict.fromkeys(profile.intents, profile.config.threshold)})
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
