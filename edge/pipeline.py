@@ -98,7 +98,7 @@ class ModelSet:
         return next((h for h in self.heads if h.bundle.task == "langid"), None)
 
     def summary(self) -> list[dict]:
-        return [h.bundle.summary() for h in self.heads]
+        return [{**h.bundle.summary(), "voice_profile": h.profile is not None} for h in self.heads]
 
     @property
     def intents(self) -> list[str]:

@@ -251,7 +251,7 @@ class Service:
             "target_language": c.target_language,
             "muted": c.muted,
             "sensitivity": c.sensitivity,
-            "models": [{k: m[k] for k in ("language", "task", "version", "name")}
+            "models": [{k: m[k] for k in ("language", "task", "version", "name", "voice_profile")}
                        for m in pipeline.models.summary()],
             "version": __version__,
             "uptime_s": round(time.monotonic() - self._started, 1),

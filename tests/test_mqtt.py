@@ -460,7 +460,7 @@ def test_discovery_state_and_home_assistant_restart(broker, models_dir, spawn, o
     assert {k: state[k] for k in ("language", "mode", "target_language", "muted", "sensitivity")} == {
         "language": "en", "mode": "command", "target_language": "en", "muted": False, "sensitivity": 0.5}
     assert state["models"] == [{"language": "en", "task": "command", "version": state["models"][0]["version"],
-                                "name": "en-tiny"}]
+                                "name": "en-tiny", "voice_profile": False}]
     for key, kind in [("version", str), ("uptime_s", float), ("rtf", float), ("cpu_percent", float),
                       ("rss_mb", float), ("dropped_frames", int), ("events_dropped", int), ("mqtt_connected", bool)]:
         assert isinstance(state[key], kind), key

@@ -74,6 +74,7 @@ def test_a_profile_round_trips_and_binds_to_its_model(swapped_profile: Path, tmp
     head = models.command_heads[0]
     assert head.profile is not None and head.decision.thresholds["no"] == ProfileConfig().threshold
     assert head.decision.threshold == 0.4  # the bundle's own, for anything not enrolled
+    assert models.summary()[0]["voice_profile"] is True  # as the MQTT state reports it
     # Recorded for another model of the same name: refused in one line.
     other = VoiceProfile(profile.bundle_name, "0" * 64, profile.intents, profile.windows)
     other.save(tmp_path / "other.npz")

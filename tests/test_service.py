@@ -62,7 +62,7 @@ def test_state_carries_the_contract(two_languages, wav, tmp_path):
     assert (state["language"], state["mode"], state["target_language"], state["muted"], state["sensitivity"]) == (
         "en", "command", "en", False, 0.5)
     assert state["models"] == [{"language": "en", "task": "command", "version": state["models"][0]["version"],
-                                "name": "en-tiny"}]
+                                "name": "en-tiny", "voice_profile": False}]
     assert state["mqtt_connected"] is False and state["events_dropped"] == 0
     json.dumps(state)  # publishable as is
     sensor = tmp_path / "temp"
