@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -125,6 +126,17 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if args.takes < 1:
         raise BundleError(f"--takes must be at least 1, not {args.takes}")
     enroller = Enroller(bundle, cfg.vad)
+    # Before anyone speaks: a profile or takes that cannot be written would lose the session.
+    keep = Path(args.keep) if args.keep else None
+    for folder in (Path(args.profile).resolve().parent, keep):
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise BundleError(f"cannot write to '{folder}': {exc.strerror or exc}") from None
     if args.data:
         takes = enroll_files(enroller, read_recordings(args.data), progress=print)
     else:
@@ -134,7 +146,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         with open_source("mic", device=args.device or cfg.device or None, chunk_samples=CHUNK) as source:
             takes = enroll_live(enroller, source, intents, args.takes, enroller.bundle.texts,
                                 say=lambda line: print(line, flush=True),
-                                keep_dir=Path(args.keep) if args.keep else None)
+                                keep_dir=keep)
     profile = enroller.profile(takes)
     profile.save(args.profile)
     print(f"wrote {args.profile}: {len(takes)} recordings of {len(set(profile.intents))} commands for "

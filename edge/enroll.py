@@ -190,6 +190,9 @@ def enroll_live(enroller: Enroller, source: AudioSource, intents: list[str], tak
             say(f"  heard (the model alone gave it {take.score:.0%})")
             takes.append(take)
             if keep_dir and audio:
-                (keep_dir / intent).mkdir(parents=True, exist_ok=True)
-                write_wav(keep_dir / intent / f"{n}.wav", np.concatenate(audio))
+                try:
+                    (keep_dir / intent).mkdir(parents=True, exist_ok=True)
+                    write_wav(keep_dir / intent / f"{n}.wav", np.concatenate(audio))
+                except (OSError, AudioError) as exc:  # the take itself is kept in the profile
+                    log.warning("take not saved in '%s': %s", keep_dir, exc)
     return takes

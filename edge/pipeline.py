@@ -152,7 +152,9 @@ def _attach_profile(heads: list[Head], profile: VoiceProfile, path: str | Path) 
             continue
         reason = profile.fits(head.bundle)
         if reason:
-            raise BundleError(f"voice profile '{path}': {reason}")
+            # An update that replaced the model must not stop the service: it listens without.
+            log.warning("voice profile '%s' is not used: %s", path, reason)
+            return
         if head.profile is not None:
             raise BundleError(f"voice profile '{path}': {head.bundle.name} already has one")
         head.profile = ProfileScorer(profile, head.bundle.labels)
