@@ -105,6 +105,7 @@ examples:
   polyvox enroll --language en --profile me-en.npz --record                # prompts for every command
   polyvox enroll --language en --profile me-en.npz --record --intents digit_4,digit_6 --takes 3
   polyvox enroll --bundle my-words/ --profile me.npz --data recordings/   # recordings/<intent>/*.wav
+  polyvox enroll --language fr --mode translate --profile me-fr.npz --record --intents hello,thank_you,where_is_toilet
   polyvox run --language en --profile me-en.npz
 """
 
@@ -119,9 +120,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if args.bundle:
         bundle = Path(args.bundle)
     else:
-        found = bundles_for(args.models_dir or cfg.models_dir, args.language, ("command",))
+        task = "phrase" if args.mode == "translate" else "command"
+        found = bundles_for(args.models_dir or cfg.models_dir, args.language, (task,))
         if not found:
-            raise BundleError(f"no command model for language {args.language!r}; name one with --bundle")
+            raise BundleError(f"no {task} model for language {args.language!r}; name one with --bundle")
         bundle = found[0]
     if args.takes < 1:
         raise BundleError(f"--takes must be at least 1, not {args.takes}")
@@ -235,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description=ENROLL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", required=True, metavar="FILE", help="the voice profile to write (.npz)")
     p.add_argument("--language", default="en", help="the language whose command model to enroll for (default en)")
+    p.add_argument("--mode", choices=("command", "translate"), default="command",
+                   help="translate: enroll for the language's phrasebook model instead (translate mode)")
     p.add_argument("--bundle", help="enroll for this bundle directory instead")
     p.add_argument("--models-dir", dest="models_dir", help=f"where bundles live (default {DEFAULT_MODELS_DIR})")
     how = p.add_mutually_exclusive_group(required=True)

@@ -244,3 +244,27 @@ def test_enroll_takes_the_service_config_and_says_so_without_a_microphone(tmp_pa
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [x for x in proc.stderr.splitlines() if "error" in x]
     assert len(errors) == 1 and errors[0].startswith("polyvox: error:") and not (tmp_path / "me.npz").exists()
+
+
+def test_a_phrasebook_profile_in_translate_mode(tmp_path: Path):
+    # French takes of three phrases by a French held-out voice; translate mode listens with them.
+    tsv = tmp_path / "takes.tsv"
+    lines = []
+    takes = (("thank_you", "merci"), ("goodbye", "au revoir"), ("where_is_toilet", "où sont les toilettes"))
+    for intent, text in takes:
+        write_wav(tmp_path / f"{intent}.wav", with_silence(espeak(text, "fr-be", 150), gap_s=0.6))
+        lines.append(f"{intent}.wav\t{intent}\n")
+    tsv.write_text("".join(lines))
+    profile = tmp_path / "me-fr.npz"
+    proc = subprocess.run([sys.executable, "-m", "edge", "enroll", "--language", "fr", "--mode", "translate",
+                           "--profile", str(profile), "--data", str(tsv)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "3 recordings of 3 commands for fr-phrase" in proc.stdout, proc.stderr[-2000:]
+    write_wav(tmp_path / "said.wav", with_silence(espeak("merci", "fr-be", 160)))
+    run = subprocess.run([sys.executable, "-m", "edge", "run", "--mode", "translate", "--language", "fr",
+                          "--target-language", "en", "--source", str(tmp_path / "said.wav"), "--profile", str(profile),
+                          "--output", str(tmp_path / "out.wav")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    heard = [(e["type"], e["phrase"], e["target"]["text"]) for e in events]
+    assert heard == [("translation", "thank_you", "thank you")], run.stderr[-2000:]
+    assert "fr-phrase: voice profile" in run.stderr
