@@ -112,7 +112,7 @@ examples:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from edge.audio import open_source
-    from edge.enroll import CHUNK, Enroller, enroll_files, enroll_live, read_recordings
+    from edge.enroll import CHUNK, Enroller, enroll_files, enroll_live, read_recordings, self_check
     from edge.runner import bundles_for
 
     # The service's config, when given: its microphone, models and VAD are what the profile is for.
@@ -153,6 +153,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     profile.save(args.profile)
     print(f"wrote {args.profile}: {len(takes)} recordings of {len(set(profile.intents))} commands for "
           f"{enroller.bundle.name}; use it with `polyvox run --profile {args.profile}`")
+    check = self_check(enroller, profile, takes)
+    if check.takes:
+        print(f"self-check, each take against a profile of the others: the model alone heard "
+              f"{check.right_alone} of {check.takes} right, with your profile {check.right_with_profile}")
+    else:
+        print("record two takes of a command to see how much the profile helps (a self-check needs them)")
     return 0
 
 

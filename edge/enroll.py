@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,9 @@ import numpy as np
 from edge.audio import AudioError, AudioSource, read_wav, room_tone, write_wav
 from edge.bundle import UNKNOWN, BundleError, file_sha256, load_bundle
 from edge.config import frontend_config
+from edge.decisions import DecisionConfig, decide_command
 from edge.pipeline import ROOM_TONE_S, Pipeline, PipelineConfig, load_models
-from edge.profile import ProfileConfig, VoiceProfile
+from edge.profile import ProfileConfig, ProfileScorer, VoiceProfile, profile_decision
 from edge.vad import VadConfig
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class Take:
     window: np.ndarray
     score: float
     """The model's own posterior for the intent (before any profile): how far off it was."""
+    probs: np.ndarray
+    """The model's own posteriors for the take."""
 
 
 class Enroller:
@@ -70,7 +73,7 @@ class Enroller:
         if not heard:
             return None
         window, probs = max(heard, key=lambda wp: wp[1][column])
-        return Take(intent, window.copy(), float(probs[column]))
+        return Take(intent, window.copy(), float(probs[column]), probs.copy())
 
     def from_audio(self, audio: np.ndarray, intent: str) -> Take | None:
         """One recording (int16-scaled float, 16 kHz), from a fresh loop as `polyvox run` hears a file."""
@@ -113,6 +116,34 @@ class Enroller:
             raise BundleError("no usable recordings: nothing to make a voice profile from")
         return VoiceProfile(self.bundle.name, file_sha256(self.bundle.model_path), tuple(t.intent for t in takes),
                             np.stack([t.window for t in takes]).astype(np.float32), config)
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """Each take decided against a profile of the other takes (leave one out): what the user can
+    expect of the profile on their own voice. Only takes whose command has another take count."""
+
+    takes: int
+    right_alone: int
+    right_with_profile: int
+
+
+def self_check(enroller: Enroller, profile: VoiceProfile, takes: list[Take]) -> SelfCheck:
+    labels = enroller.bundle.labels
+    head = DecisionConfig.from_manifest(enroller.bundle.decision)
+    counted = alone = adapted = 0
+    for i, take in enumerate(takes):
+        others = [j for j in range(len(takes)) if j != i]
+        if take.intent not in {takes[j].intent for j in others} or len({takes[j].intent for j in others}) < 2:
+            continue
+        rest = replace(profile, intents=tuple(takes[j].intent for j in others), windows=profile.windows[others])
+        hit = decide_command(labels, take.probs, head)
+        hit_profile = decide_command(labels, ProfileScorer(rest, labels).adapt(take.probs, take.window),
+                                     profile_decision(head, rest))
+        counted += 1
+        alone += hit is not None and hit[0] == take.intent
+        adapted += hit_profile is not None and hit_profile[0] == take.intent
+    return SelfCheck(counted, alone, adapted)
 
 
 def read_recordings(data: str | Path) -> list[tuple[Path, str]]:

@@ -16,7 +16,7 @@ from edge.audio import WavSource, write_wav
 from edge.bundle import BundleError
 from edge.config import frontend_config
 from edge.decisions import DecisionConfig
-from edge.enroll import Enroller, enroll_files, enroll_live, read_recordings
+from edge.enroll import Enroller, enroll_files, enroll_live, read_recordings, self_check
 from edge.pipeline import Pipeline, PipelineConfig, load_models
 from edge.profile import ProfileConfig, ProfileScorer, VoiceProfile, profile_decision
 from tests.conftest import ROOT, espeak, with_silence
@@ -268,3 +268,16 @@ def test_a_phrasebook_profile_in_translate_mode(tmp_path: Path):
     heard = [(e["type"], e["phrase"], e["target"]["text"]) for e in events]
     assert heard == [("translation", "thank_you", "thank you")], run.stderr[-2000:]
     assert "fr-phrase: voice profile" in run.stderr
+
+
+def test_the_self_check_scores_each_take_against_the_others():
+    # "yes" filed as no and "no" as yes, two takes of each: the model alone gets only "stop"
+    # right; each swapped take, against a profile holding its twin, goes the user's way.
+    enroller = Enroller(BUNDLE)
+    takes = [enroller.from_audio(with_silence(espeak(text, VOICE, rate), gap_s=0.6).astype(np.float32), intent)
+             for intent, text in (("no", "yes"), ("yes", "no"), ("stop", "stop")) for rate in (150, 160)]
+    check = self_check(enroller, enroller.profile(takes), takes)
+    assert check.takes == 6 and check.right_alone == 2
+    assert check.right_with_profile >= 4
+    single = [takes[0], takes[2], takes[4]]  # one take of each: nothing to leave out
+    assert self_check(enroller, enroller.profile(single), single).takes == 0
