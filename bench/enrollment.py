@@ -31,7 +31,7 @@ import numpy as np
 
 from edge.bundle import UNKNOWN
 from edge.decisions import DecisionConfig, decide_command
-from edge.enroll import Enroller
+from edge.enroll import Enroller, Take, self_check
 from edge.profile import ProfileConfig, ProfileScorer, VoiceProfile, profile_decision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,6 +147,24 @@ def measure(enroller: Enroller, clips: Clips, negatives: Clips, totals: dict[str
     return out
 
 
+def self_checks(enroller: Enroller, clips: Clips, k: int = 2) -> str:
+    """What `polyvox enroll` would print for each speaker enrolling k random takes of each intent."""
+    labels = enroller.bundle.labels
+    rng = np.random.default_rng(0)
+    lines = []
+    for speaker in sorted(set(clips.speakers)):
+        mine = np.flatnonzero(clips.speakers == speaker)
+        chosen = np.concatenate([rng.choice(mine[clips.intents[mine] == i], k, replace=False)
+                                 for i in sorted(set(clips.intents[mine])) if (clips.intents[mine] == i).sum() >= k])
+        intents = [str(clips.intents[i]) for i in chosen]
+        takes = [Take(intent, clips.windows[i], float(clips.probs[i][labels.index(intent)]), clips.probs[i])
+                 for intent, i in zip(intents, chosen, strict=True)]
+        check = self_check(enroller, enroller.profile(takes), takes)
+        lines.append(f"- {speaker}: the model alone {check.right_alone} of {check.takes}, "
+                     f"with the profile {check.right_with_profile}")
+    return "self-check of `polyvox enroll`, " + f"{k} takes of each intent:\n" + "\n".join(lines)
+
+
 def synthetic_users(enroller: Enroller, bundle: Path) -> tuple[list, list]:
     from quantize.augment import AugmentRecipe, augment
     from quantize.catalog import load_catalog
@@ -233,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                     enroller, clips, negatives, totals, k, args.draws, config, args.worst)
         figures[title] = results
         print(report(title, results) + "\n", flush=True)
+        print(self_checks(enroller, clips) + "\n", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"config": config.__dict__, "figures": figures}, indent=1))
     return 0
