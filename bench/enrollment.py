@@ -165,6 +165,47 @@ def self_checks(enroller: Enroller, clips: Clips, k: int = 2) -> str:
     return "self-check of `polyvox enroll`, " + f"{k} takes of each intent:\n" + "\n".join(lines)
 
 
+def digit_streams(enroller: Enroller, root: Path, gap_s: float = 0.35) -> str:
+    """The FSDD digits as a keypad hears them: each speaker's clips in a shuffled row, `gap_s`
+    apart, through one pipeline, without and with a profile of one random take of each digit
+    (the enrolled takes are left out of the row)."""
+    import tempfile
+
+    from edge.audio import read_wav
+    from edge.config import frontend_config
+    from edge.pipeline import Pipeline, PipelineConfig, load_models
+    from quantize.evaluate import read_labelled, run_stream
+    from quantize.realdev import fsdd_speaker
+
+    rng = np.random.default_rng(0)
+    gap = np.zeros(int(gap_s * 16000), np.float32)
+    counts = {"model alone": [0, 0, 0], "with profile": [0, 0, 0]}
+    items = read_labelled(root / "fsdd")
+    with tempfile.TemporaryDirectory() as tmp:
+        for speaker in sorted({fsdd_speaker(p) for p, _ in items}):
+            mine = [(p, i) for p, i in items if fsdd_speaker(p) == speaker]
+            enrolled = {}
+            for intent in sorted({i for _, i in mine}):
+                paths = [p for p, i in mine if i == intent]
+                enrolled[intent] = paths[rng.integers(len(paths))]
+            takes = [enroller.from_audio(read_wav(p), i) for i, p in enrolled.items()]
+            profile = Path(tmp) / f"{speaker}.npz"
+            enroller.profile([t for t in takes if t is not None]).save(profile)
+            rest = [(p, i) for p, i in mine if enrolled[i] != p]
+            row = [rest[k] for k in rng.permutation(len(rest))]
+            audio = [np.concatenate([read_wav(p).astype(np.float32), gap]) for p, _ in row]
+            for name, profiles in (("model alone", ()), ("with profile", (profile,))):
+                models = load_models([enroller.bundle.path], frontend_config(), profiles=profiles)
+                heard = run_stream(Pipeline(PipelineConfig(frontend=frontend_config()), models), audio)
+                for (_, want), events in zip(row, heard, strict=True):
+                    got = [e.intent for e in events if e.type == "command"]
+                    counts[name][0] += bool(got) and got[0] == want
+                    counts[name][1] += bool(got) and got[0] != want
+                    counts[name][2] += 1
+    return f"digits in a row ({gap_s} s apart), one take of each digit enrolled:\n" + "\n".join(
+        f"- {name}: right {r / n:.1%}, wrong {w / n:.1%} of {n}" for name, (r, w, n) in counts.items())
+
+
 def synthetic_users(enroller: Enroller, bundle: Path) -> tuple[list, list]:
     from quantize.augment import AugmentRecipe, augment
     from quantize.catalog import load_catalog
@@ -234,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     sets = []
     if not args.skip_synthetic:
         sets.append(("synthetic users (held-out espeak-ng voices)", synthetic_users(enroller, bundle)))
-    if (REAL_DEV / "fsdd").is_dir():
+    real = (REAL_DEV / "fsdd").is_dir()
+    if real:
         sets.append(("real speakers (FSDD digits; real keyword clips must not fire)", real_speakers(REAL_DEV)))
     else:
         print(f"{REAL_DEV} is absent: real speakers skipped", file=sys.stderr)
@@ -252,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         figures[title] = results
         print(report(title, results) + "\n", flush=True)
         print(self_checks(enroller, clips) + "\n", flush=True)
+    if real:
+        print(digit_streams(enroller, REAL_DEV) + "\n", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"config": config.__dict__, "figures": figures}, indent=1))
     return 0
