@@ -109,3 +109,40 @@ def test_peers_with_x86_only_libraries_are_skipped_on_a_raspberry_pi(monkeypatch
     for name in ("microwakeword", "openwakeword"):
         assert "not aarch64" in compare.missing_reason(specs[name])
     assert compare.missing_reason(specs["polyvox-vad"]) is None
+
+
+def test_enrollment_bench_scores_only_the_takes_it_did_not_enroll() -> None:
+    """bench.enrollment's arithmetic on windows whose answer is known: every speaker's "yes" and
+    "no" windows sit apart, and the model alone says "yes" to everything."""
+    import numpy as np
+
+    from bench.enrollment import Clips, measure
+    from edge.enroll import Enroller
+    from edge.profile import ProfileConfig
+    from tests.conftest import ROOT
+
+    enroller = Enroller(ROOT / "models" / "en-command")
+    labels = enroller.bundle.labels
+    rng = np.random.default_rng(0)
+    yes, no = rng.normal(size=(16, 96)), rng.normal(size=(16, 96))
+    windows, intents, speakers = [], [], []
+    for speaker in ("a", "b"):
+        for intent, base in (("yes", yes), ("no", no)):
+            for _ in range(4):
+                windows.append(base + 0.1 * rng.normal(size=(16, 96)))
+                intents.append(intent)
+                speakers.append(speaker)
+    probs = np.zeros((16, len(labels)), np.float32)
+    probs[:, labels.index("yes")] = 0.9
+    probs[:, 0] = 0.1
+    clips = Clips(np.array(windows, np.float32), probs, np.array(intents), np.array(speakers))
+    unknown = np.tile(np.eye(len(labels), dtype=np.float32)[0], (2, 1))
+    negatives = Clips(rng.normal(size=(2, 16, 96)).astype(np.float32), unknown, np.array(["_unknown_"] * 2),
+                      np.array(["x"] * 2))
+    out = measure(enroller, clips, negatives, {"a": 10, "b": 8, "_negatives": 2}, k=1, draws=1,
+                  config=ProfileConfig())
+    # Speaker a has 10 clips (2 heard nothing), b 8: after 2 enrolled each, 8 and 6 are scored.
+    alone = {"a": {"right": 0.375, "wrong": 0.375}, "b": {"right": 0.5, "wrong": 0.5}}
+    assert out["model alone"]["by_speaker"] == alone
+    assert out["with profile"]["by_speaker"] == {"a": {"right": 0.75, "wrong": 0.0}, "b": {"right": 1.0, "wrong": 0.0}}
+    assert out["with profile"]["negatives_fired"] == 0.0
