@@ -58,9 +58,10 @@ def capture(enroller: Enroller, items: list[tuple[np.ndarray, str, str]]) -> Cli
         take = enroller.from_audio(audio, intent if intent != UNKNOWN else enroller.intents[0])
         if take is None:
             continue
-        heard = [(hw, hp) for name, hw, hp in enroller.pipeline.heard if name == enroller.bundle.name]
-        column = enroller.bundle.labels.index(intent)
-        window, probs = heard[0] if intent == UNKNOWN else max(heard, key=lambda x: x[1][column])
+        if intent == UNKNOWN:
+            _, window, probs = next(h for h in enroller.pipeline.heard if h[0] == enroller.bundle.name)
+        else:
+            window, probs = take.window, take.probs
         w.append(window.copy())
         p.append(probs.copy())
         y.append(intent)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.audio import AudioError, AudioSource, read_wav, room_tone, write_wav
-from edge.bundle import UNKNOWN, BundleError, file_sha256, load_bundle
+from edge.bundle import UNKNOWN, BundleError, file_sha256
 from edge.config import frontend_config
 from edge.decisions import DecisionConfig, decide_command
 from edge.pipeline import ROOM_TONE_S, Pipeline, PipelineConfig, load_models
@@ -47,11 +47,11 @@ class Enroller:
     def __init__(self, bundle_dir: str | Path, vad: VadConfig | None = None) -> None:
         """`vad`: the VAD settings `polyvox run` will use (its config's [vad]), so that the windows
         kept are the ones it will classify."""
-        self.bundle = load_bundle(bundle_dir, frontend_config())
+        models = load_models([Path(bundle_dir)], frontend_config())
+        self.bundle = models.heads[0].bundle
         if self.bundle.input_features != "embedding" or self.bundle.task not in ("command", "phrase"):
             raise BundleError(f"bundle '{bundle_dir}': voice profiles are for command and phrase models "
                               f"over the speech embedding, not a {self.bundle.task} model")
-        models = load_models([Path(bundle_dir)], frontend_config())
         self.pipeline = Pipeline(PipelineConfig(frontend=frontend_config(), vad=vad or VadConfig(), wake="off"),
                                  models)
         self.pipeline.heard = []

@@ -137,9 +137,8 @@ class ProfileScorer:
     """A profile bound to one bundle's labels: mixes its opinion into the head's posteriors."""
 
     def __init__(self, profile: VoiceProfile, labels: tuple[str, ...]) -> None:
-        self.profile = profile
         cfg = profile.config
-        self.weight, self.temperature, self.floor = cfg.weight, cfg.temperature, cfg.floor
+        self.weight, self.temperature = cfg.weight, cfg.temperature
         order = np.argsort(np.array(profile.intents), kind="stable")
         flat = profile.windows[order].reshape(len(order), -1)
         self._mean = flat.mean(axis=0)
@@ -150,7 +149,7 @@ class ProfileScorer:
         self._columns = np.array([labels.index(intents[i]) for i in self._starts])
         self._logits = np.empty(len(self._starts) + 1, dtype=np.float32)
         unenrolled = sum(1 for x in labels if x != UNKNOWN) - len(self._starts)
-        self._logits[-1] = self.floor / self.temperature + cfg.unenrolled_weight * np.log1p(unenrolled)
+        self._logits[-1] = cfg.floor / self.temperature + cfg.unenrolled_weight * np.log1p(unenrolled)
 
     def adapt(self, probs: np.ndarray, window: np.ndarray) -> np.ndarray:
         """The head's posteriors for `window`, mixed with the profile's opinion of it."""
